@@ -1,0 +1,101 @@
+"""s2core.grid: the output grid (CRS, transform, shape), computed once per run.
+
+Like odc-stac's GeoBox, the grid is a plain value; every per-acquisition step is a
+function of (request, acquisition, grid).
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Any
+
+from affine import Affine
+from pyproj import CRS, Transformer
+from rasterio.crs import CRS as RioCRS
+from shapely.geometry.base import BaseGeometry
+from shapely.ops import transform as shapely_transform
+
+from s2core.aoi import AOI
+from s2core.errors import InvalidParameter
+
+MAX_GRID_PIXELS = 40_000 * 40_000
+
+
+@dataclass(frozen=True)
+class Grid:
+    """A north-up raster grid. ``crs`` is a WKT/EPSG string so the value pickles anywhere."""
+
+    crs: str
+    transform: Affine
+    width: int
+    height: int
+
+    @property
+    def resolution(self) -> float:
+        """Pixel size in CRS units (square pixels)."""
+        return float(self.transform.a)
+
+    @property
+    def shape(self) -> tuple[int, int]:
+        """(height, width)."""
+        return (self.height, self.width)
+
+    @property
+    def bounds(self) -> tuple[float, float, float, float]:
+        """(left, bottom, right, top) in CRS units."""
+        left, top = self.transform.c, self.transform.f
+        return (left, top + self.transform.e * self.height, left + self.transform.a * self.width, top)
+
+    @property
+    def rio_crs(self) -> RioCRS:
+        """The CRS as a rasterio object."""
+        return RioCRS.from_user_input(self.crs)
+
+    def to_dict(self) -> dict[str, Any]:
+        """A JSON-serialisable description."""
+        return {
+            "crs": self.crs,
+            "transform": list(self.transform)[:6],
+            "width": self.width,
+            "height": self.height,
+            "resolution": self.resolution,
+            "bounds": list(self.bounds),
+        }
+
+
+def crs_string(crs: CRS) -> str:
+    """``EPSG:nnnn`` when the CRS has an EPSG code, else its WKT."""
+    epsg = crs.to_epsg()
+    return f"EPSG:{epsg}" if epsg else crs.to_wkt()
+
+
+def project_geometry(geom: BaseGeometry, dst_crs: CRS, src_crs: str | CRS = "EPSG:4326") -> BaseGeometry:
+    """Reproject a shapely geometry (lon/lat by default) to ``dst_crs``."""
+    tr = Transformer.from_crs(src_crs, dst_crs, always_xy=True)
+    return shapely_transform(tr.transform, geom)
+
+
+def output_grid(aoi: AOI, crs: CRS, resolution: float) -> Grid:
+    """The grid covering ``aoi`` in ``crs`` with pixels of ``resolution`` metres.
+
+    Edges are snapped to multiples of ``resolution`` so that, in the product's own UTM
+    zone, 10/20/60 m output pixels align with Sentinel-2's native pixels (origins are
+    multiples of 60 m).
+    """
+    geom = project_geometry(aoi.unwrapped, crs)
+    minx, miny, maxx, maxy = geom.bounds
+    if not all(math.isfinite(v) for v in (minx, miny, maxx, maxy)):
+        raise InvalidParameter(f"The AOI cannot be projected to {crs_string(crs)}: choose a CRS that covers it.")
+    res = float(resolution)
+    left = math.floor(minx / res) * res
+    bottom = math.floor(miny / res) * res
+    right = math.ceil(maxx / res) * res
+    top = math.ceil(maxy / res) * res
+    width = max(1, int(round((right - left) / res)))
+    height = max(1, int(round((top - bottom) / res)))
+    if width * height > MAX_GRID_PIXELS:
+        raise InvalidParameter(
+            f"The output grid would be {width}×{height} pixels: use a coarser resolution or a smaller AOI."
+        )
+    return Grid(crs=crs_string(crs), transform=Affine(res, 0.0, left, 0.0, -res, top), width=width, height=height)

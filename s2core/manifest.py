@@ -1,0 +1,62 @@
+"""s2core.manifest: the record of a run (``manifest.json`` in the run folder)."""
+
+from __future__ import annotations
+
+from typing import Any, Literal, Optional
+
+from pydantic import BaseModel, Field
+
+RunStatus = Literal["running", "completed", "partial", "failed", "cancelled"]
+
+
+class AcquisitionRecord(BaseModel):
+    """One processed (or failed) acquisition."""
+
+    id: str
+    datetime: str
+    status: Literal["completed", "failed"]
+    items: list[str]
+    tiles: list[str] = Field(default_factory=list)
+    coverage: Optional[float] = None
+    valid_fraction: Optional[float] = None
+    product_mask_fractions: dict[str, float] = Field(default_factory=dict)
+    outputs: dict[str, str] = Field(default_factory=dict, description="role -> path relative to the run folder")
+    error: Optional[str] = None
+    seconds: Optional[float] = None
+
+
+class SkippedRecord(BaseModel):
+    """An acquisition that was not processed, with the reason."""
+
+    date: str
+    acquisition_id: str
+    reason: str
+    coverage: Optional[float] = None
+    items: list[str] = Field(default_factory=list)
+
+
+class Manifest(BaseModel):
+    """Everything a run produced and how. Written atomically after every acquisition."""
+
+    run_id: str
+    status: RunStatus
+    created: str
+    finished: Optional[str] = None
+    catalog: str
+    parameters: dict[str, Any]
+    grid: dict[str, Any]
+    acquisitions: list[AcquisitionRecord] = Field(default_factory=list)
+    skipped: list[SkippedRecord] = Field(default_factory=list)
+    items_found: int = 0
+    versions: dict[str, str] = Field(default_factory=dict)
+    timings: dict[str, float] = Field(default_factory=dict)
+    bytes_read: Optional[int] = None
+    http_requests: Optional[int] = None
+    error: Optional[str] = None
+
+    def output_path(self, acquisition_id: str, role: str) -> Optional[str]:
+        """The relative path of one output, if it exists."""
+        for acq in self.acquisitions:
+            if acq.id == acquisition_id:
+                return acq.outputs.get(role)
+        return None

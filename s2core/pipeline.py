@@ -1,0 +1,285 @@
+"""s2core.pipeline: the preprocessing run — search, select, read, stack, write, record.
+
+Example:
+    >>> from s2core import make_request, preprocess
+    >>> req = make_request(aoi="field.geojson", start="2023-08-01", end="2023-08-31",   # doctest: +SKIP
+    ...                    catalog="pc", bands="B02,B03,B04,B08", out_dir="runs")
+    >>> manifest = preprocess(req, progress=print)                                       # doctest: +SKIP
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import logging
+import secrets
+import time
+from pathlib import Path
+from typing import Optional
+
+from s2core import netstats
+from s2core.bands import DESCRIPTIONS
+from s2core.catalog import Catalog, Signer, open_catalog
+from s2core.errors import Cancelled, InvalidParameter, NoAcquisitionCovers, S2CoreError
+from s2core.grid import Grid, output_grid
+from s2core.manifest import AcquisitionRecord, Manifest, SkippedRecord
+from s2core.masks import MASK_CLASSES, class_fractions
+from s2core.outputs import write_cog, write_json
+from s2core.progress import CancelToken, ProgressCallback, ProgressEvent, null_progress
+from s2core.request import PreprocessRequest
+from s2core.selection import Acquisition, SkippedDate, select_acquisitions
+from s2core.stac_output import acquisition_item
+from s2core.stacking import stack_acquisition
+
+log = logging.getLogger(__name__)
+
+MANIFEST_NAME = "manifest.json"
+
+
+def _now() -> str:
+    return dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds").replace("+00:00", "Z")
+
+
+def new_run_id() -> str:
+    """A sortable, unique run id such as ``20261121T101500Z-3f9a1c``."""
+    return dt.datetime.now(dt.timezone.utc).strftime("%Y%m%dT%H%M%SZ") + "-" + secrets.token_hex(3)
+
+
+def library_versions() -> dict[str, str]:
+    """Versions of the libraries that shape the outputs."""
+    import numpy
+    import pystac_client
+    import rasterio
+    import shapely
+
+    from s2core import __version__
+
+    return {
+        "s2core": __version__,
+        "rasterio": rasterio.__version__,
+        "gdal": rasterio.__gdal_version__,
+        "numpy": numpy.__version__,
+        "shapely": shapely.__version__,
+        "pystac-client": pystac_client.__version__,
+    }
+
+
+def plan(request: PreprocessRequest, catalog: Optional[Catalog] = None) -> tuple[list[Acquisition], list[SkippedDate], int]:
+    """Search the catalog and select acquisitions, without reading pixels.
+
+    Returns (acquisitions to process, skipped dates with reasons, number of items found).
+    """
+    catalog = catalog or _open(request)
+    scenes = catalog.search(request.aoi, request.start, request.end, request.max_cloud_cover)
+    acquisitions, skipped = select_acquisitions(
+        scenes, request.aoi, request.min_tile_cover, request.max_tiles_per_time
+    )
+    return acquisitions, skipped, len(scenes)
+
+
+def _open(request: PreprocessRequest) -> Catalog:
+    key = request.pc_key.get_secret_value() if request.pc_key else None
+    return open_catalog(request.catalog, collection=request.collection, pc_key=key, timeout=min(60.0, request.dl_timeout))
+
+
+def process_acquisition(
+    request: PreprocessRequest,
+    acquisition: Acquisition,
+    grid: Grid,
+    run_dir: Path,
+    *,
+    sign: Signer,
+    cancel: Optional[CancelToken] = None,
+    progress: ProgressCallback = null_progress,
+    fraction: tuple[float, float] = (0.0, 1.0),
+) -> AcquisitionRecord:
+    """Read, stack and write one acquisition; a pure function of (request, acquisition, grid).
+
+    Raises the S2CoreError of a failed read; outputs are only renamed into place when complete.
+    """
+    t0 = time.monotonic()
+    lo, hi = fraction
+
+    def on_read(label: str, done: int, total: int) -> None:
+        progress(ProgressEvent("read", lo + (hi - lo) * 0.85 * done / total,
+                               f"{acquisition.date}: read {label} ({done}/{total})", acquisition.id))
+
+    stack = stack_acquisition(request, acquisition, grid, sign=sign, cancel=cancel, on_read=on_read)
+    if stack.valid_fraction == 0.0:
+        raise _EmptyAcquisition("no valid pixel inside the AOI (orbit edge or nodata in every tile)")
+    progress(ProgressEvent("write", lo + (hi - lo) * 0.9, f"{acquisition.date}: writing COGs", acquisition.id))
+    folder = run_dir / acquisition.id
+    common = {"ACQUISITION": acquisition.id, "SOURCE_ITEMS": ",".join(s.id for s in acquisition.scenes)}
+    write_cog(
+        folder / "raster.tif", stack.data, grid,
+        nodata=0,
+        descriptions=[DESCRIPTIONS[b] for b in request.bands],
+        scales=[1e-4] * len(request.bands),
+        offsets=[0.0] * len(request.bands),
+        tags={**common, "CONTENT": "surface reflectance x 10000; processing-baseline offset removed",
+              "BANDS": ",".join(request.bands)},
+        band_tags=[{"BAND": b} for b in request.bands],
+    )
+    write_cog(
+        folder / "product_mask.tif", stack.product_mask, grid, nodata=0, overview_resampling="nearest",
+        descriptions=["product mask from SCL"], predictor=1,
+        tags={**common, "CLASSES": ";".join(f"{k}={v}" for k, v in MASK_CLASSES.items())},
+    )
+    write_cog(
+        folder / "scl.tif", stack.scl, grid, nodata=0, overview_resampling="nearest",
+        descriptions=["Scene Classification Layer"], predictor=1, tags=common,
+    )
+    outputs = {
+        "raster": f"{acquisition.id}/raster.tif",
+        "product_mask": f"{acquisition.id}/product_mask.tif",
+        "scl": f"{acquisition.id}/scl.tif",
+    }
+    item = acquisition_item(
+        acquisition, grid, request.aoi, request.bands,
+        {"raster": "raster.tif", "product_mask": "product_mask.tif", "scl": "scl.tif"},
+        {"s2core:valid_fraction": round(stack.valid_fraction, 6)},
+    )
+    write_json(folder / "item.json", item)
+    outputs["item"] = f"{acquisition.id}/item.json"
+    return AcquisitionRecord(
+        id=acquisition.id,
+        datetime=acquisition.datetime.isoformat().replace("+00:00", "Z"),
+        status="completed",
+        items=[s.id for s in acquisition.scenes],
+        tiles=acquisition.tiles,
+        coverage=round(acquisition.coverage, 6),
+        valid_fraction=round(stack.valid_fraction, 6),
+        product_mask_fractions={k: round(v, 6) for k, v in class_fractions(stack.product_mask).items()},
+        outputs=outputs,
+        seconds=round(time.monotonic() - t0, 3),
+    )
+
+
+class _EmptyAcquisition(Exception):
+    """An acquisition without a single valid pixel: skipped, not failed."""
+
+
+def preprocess(
+    request: PreprocessRequest,
+    progress: Optional[ProgressCallback] = None,
+    cancel: Optional[CancelToken] = None,
+    catalog: Optional[Catalog] = None,
+) -> Manifest:
+    """Run the preprocessing: one analysis-ready raster and product mask per acquisition.
+
+    Writes ``request.out_dir/<run_id>/`` with one folder per acquisition and
+    ``manifest.json``. Returns the manifest. An acquisition that fails is recorded as
+    failed and the others go on; if *every* acquisition fails, the first error is raised
+    after the manifest is written.
+
+    Raises:
+        S2CoreError: bad input, catalog problems, nothing to process, all reads failing,
+            or :class:`~s2core.errors.Cancelled`.
+    """
+    emit = progress or null_progress
+    cancel = cancel or CancelToken()
+    netstats.enable()
+    bytes0, req0 = netstats.downloaded_bytes(), netstats.request_count()
+    t0 = time.monotonic()
+    catalog = catalog or _open(request)
+    emit(ProgressEvent("search", 0.01, f"Searching {catalog.name}"))
+    acquisitions, skipped, n_items = plan(request, catalog)
+    t_search = time.monotonic() - t0
+    if not acquisitions:
+        reasons = "; ".join(f"{s.date}: {s.reason}" for s in skipped[:5])
+        raise NoAcquisitionCovers(
+            f"{n_items} item(s) found but no acquisition covers the AOI well enough ({reasons}"
+            f"{'; …' if len(skipped) > 5 else ''}): lower min_tile_cover or raise max_tiles_per_time."
+        )
+    emit(ProgressEvent("select", 0.03, f"{len(acquisitions)} acquisition(s) to process, {len(skipped)} skipped"))
+    grid = output_grid(request.aoi, request.output_crs, request.resolution)
+    run_id = request.run_id or new_run_id()
+    run_dir = Path(request.out_dir) / run_id
+    if (run_dir / MANIFEST_NAME).exists():
+        raise InvalidParameter(f"Run folder {run_dir} already holds a run: choose another run_id or out_dir.")
+    run_dir.mkdir(parents=True, exist_ok=True)
+    manifest = Manifest(
+        run_id=run_id,
+        status="running",
+        created=_now(),
+        catalog=catalog.name,
+        parameters=request.public_params(),
+        grid=grid.to_dict(),
+        skipped=[SkippedRecord(date=s.date, acquisition_id=s.acquisition_id, reason=s.reason,
+                               coverage=s.coverage, items=list(s.items)) for s in skipped],
+        items_found=n_items,
+        versions=library_versions(),
+        timings={"search_s": round(t_search, 3)},
+    )
+    write_json(run_dir / MANIFEST_NAME, manifest.model_dump(mode="json"))
+    first_error: Optional[S2CoreError] = None
+    n = len(acquisitions)
+    try:
+        for k, acq in enumerate(acquisitions):
+            cancel.raise_if_cancelled()
+            span = (0.05 + 0.93 * k / n, 0.05 + 0.93 * (k + 1) / n)
+            emit(ProgressEvent("read", span[0], f"{acq.date}: reading {len(acq.scenes)} tile(s)", acq.id))
+            try:
+                record = process_acquisition(request, acq, grid, run_dir, sign=catalog.sign, cancel=cancel,
+                                             progress=emit, fraction=span)
+                manifest.acquisitions.append(record)
+            except Cancelled:
+                raise
+            except _EmptyAcquisition as exc:
+                manifest.skipped.append(SkippedRecord(date=str(acq.date), acquisition_id=acq.id, reason=str(exc),
+                                                      coverage=acq.coverage, items=[s.id for s in acq.scenes]))
+            except S2CoreError as exc:
+                log.error("acquisition %s failed: %s", acq.id, exc)
+                first_error = first_error or exc
+                manifest.acquisitions.append(_failed(acq, str(exc)))
+            except Exception as exc:  # noqa: BLE001 - one bad acquisition must not lose the others
+                log.exception("acquisition %s failed unexpectedly", acq.id)
+                err = S2CoreError(f"{acq.id}: unexpected {type(exc).__name__}: {exc}")
+                first_error = first_error or err
+                manifest.acquisitions.append(_failed(acq, str(err)))
+            _account(manifest, bytes0, req0, t0)
+            write_json(run_dir / MANIFEST_NAME, manifest.model_dump(mode="json"))
+            emit(ProgressEvent("read", span[1], f"{acq.date}: {manifest.acquisitions[-1].status if manifest.acquisitions and manifest.acquisitions[-1].id == acq.id else 'skipped'}", acq.id))
+    except Cancelled as exc:
+        manifest.status = "cancelled"
+        manifest.error = str(exc)
+        _finish(manifest, run_dir, bytes0, req0, t0)
+        raise
+    completed = [a for a in manifest.acquisitions if a.status == "completed"]
+    failed = [a for a in manifest.acquisitions if a.status == "failed"]
+    manifest.status = "completed" if not failed else ("partial" if completed else "failed")
+    if manifest.status == "failed" and first_error is not None:
+        manifest.error = str(first_error)
+    _finish(manifest, run_dir, bytes0, req0, t0)
+    emit(ProgressEvent("done", 1.0, f"{len(completed)} acquisition(s) written to {run_dir}"))
+    if manifest.status == "failed" and first_error is not None:
+        raise first_error
+    if not completed and not failed:
+        raise NoAcquisitionCovers(
+            "Every selected acquisition was empty inside the AOI (orbit-edge nodata): widen the date range."
+        )
+    return manifest
+
+
+def _failed(acq: Acquisition, message: str) -> AcquisitionRecord:
+    return AcquisitionRecord(
+        id=acq.id, datetime=acq.datetime.isoformat().replace("+00:00", "Z"), status="failed",
+        items=[s.id for s in acq.scenes], tiles=acq.tiles, coverage=round(acq.coverage, 6), error=message,
+    )
+
+
+def _account(manifest: Manifest, bytes0: Optional[int], req0: Optional[int], t0: float) -> None:
+    b, r = netstats.downloaded_bytes(), netstats.request_count()
+    manifest.bytes_read = (b - bytes0) if (b is not None and bytes0 is not None) else None
+    manifest.http_requests = (r - req0) if (r is not None and req0 is not None) else None
+    manifest.timings["total_s"] = round(time.monotonic() - t0, 3)
+
+
+def _finish(manifest: Manifest, run_dir: Path, bytes0: Optional[int], req0: Optional[int], t0: float) -> None:
+    _account(manifest, bytes0, req0, t0)
+    manifest.finished = _now()
+    write_json(run_dir / MANIFEST_NAME, manifest.model_dump(mode="json"))
+
+
+def load_manifest(run_dir: Path) -> Manifest:
+    """Read a run's manifest."""
+    return Manifest.model_validate_json((Path(run_dir) / MANIFEST_NAME).read_text(encoding="utf-8"))

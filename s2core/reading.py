@@ -1,0 +1,223 @@
+"""s2core.reading: windowed reads of one asset onto the output grid, bounded in time, with retries.
+
+GDAL's warper reads only the source blocks that intersect the output grid (plus the
+resampling kernel's margin) through HTTP range requests (``/vsicurl/``), so a field-sized
+AOI never downloads a whole 10980² tile.
+
+``dl_timeout`` bounds the *whole* read of one asset, retries included: every HTTP request
+gets ``GDAL_HTTP_TIMEOUT`` = the time left, and the caller stops waiting at the deadline.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import random
+import threading
+import time
+import warnings
+from dataclasses import dataclass
+from typing import Any, Callable, Optional
+
+import numpy as np
+import rasterio
+from rasterio.enums import Resampling
+from rasterio.errors import NotGeoreferencedWarning, RasterioError, RasterioIOError
+from rasterio.warp import reproject
+
+from s2core.catalog import Signer, no_signing
+from s2core.errors import AssetReadError, AssetTimeout
+from s2core.grid import Grid
+
+log = logging.getLogger(__name__)
+
+#: GDAL options for cloud-native reads (set per read, thread-locally, via rasterio.Env).
+GDAL_HTTP_OPTIONS: dict[str, Any] = {
+    "GDAL_DISABLE_READDIR_ON_OPEN": "EMPTY_DIR",
+    "GDAL_HTTP_MERGE_CONSECUTIVE_RANGES": "YES",
+    "GDAL_HTTP_MULTIPLEX": "YES",
+    "GDAL_HTTP_MAX_RETRY": "0",  # s2core retries itself, within the deadline
+    "CPL_VSIL_CURL_USE_HEAD": "NO",
+    "VSI_CACHE": "TRUE",
+    "CPL_VSIL_NETWORK_STATS_ENABLED": "YES",
+}
+
+RESAMPLING = {
+    "nearest": Resampling.nearest,
+    "bilinear": Resampling.bilinear,
+    "cubic": Resampling.cubic,
+    "average": Resampling.average,
+}
+
+
+@dataclass(frozen=True)
+class ReadPolicy:
+    """How long one asset read may take and how often it is retried.
+
+    Attributes:
+        timeout: seconds for the whole read of one asset, retries included (``dl_timeout``).
+        max_retries: extra attempts after a transient failure (5xx, connection reset, 403 re-sign).
+        backoff: first back-off in seconds; doubles each retry, with jitter.
+    """
+
+    timeout: float = 120.0
+    max_retries: int = 3
+    backoff: float = 0.5
+
+
+def _classify(exc: Exception) -> str:
+    msg = str(exc)
+    if "403" in msg or "401" in msg or "AuthenticationFailed" in msg or "Server failed to authenticate" in msg:
+        return "auth"
+    if "404" in msg or "No such file" in msg or "does not exist" in msg:
+        return "missing"
+    if "not recognized as" in msg or "not a supported file format" in msg or "TIFFReadDirectory" in msg:
+        return "corrupt"
+    return "transient"
+
+
+def _run_with_deadline(fn: Callable[[], Any], seconds: float, name: str) -> Any:
+    """Run ``fn`` in a daemon thread and give up waiting after ``seconds``."""
+    box: dict[str, Any] = {}
+
+    def target() -> None:
+        try:
+            box["value"] = fn()
+        except BaseException as exc:  # noqa: BLE001 - handed back to the caller
+            box["error"] = exc
+
+    thread = threading.Thread(target=target, name=name, daemon=True)
+    thread.start()
+    thread.join(seconds)
+    if thread.is_alive():
+        raise TimeoutError
+    if "error" in box:
+        raise box["error"]
+    return box["value"]
+
+
+def _warp(href: str, grid: Grid, resampling: str, is_class: bool, http_timeout: float) -> np.ndarray:
+    # Remote: no directory listing (sidecar probing costs requests). Local: sidecars such
+    # as .aux.xml may carry the georeferencing, so GDAL may look for them.
+    env = dict(GDAL_HTTP_OPTIONS) if "://" in href else {"CPL_VSIL_NETWORK_STATS_ENABLED": "YES"}
+    env["GDAL_HTTP_TIMEOUT"] = str(max(1, math.ceil(http_timeout)))
+    env["GDAL_HTTP_CONNECTTIMEOUT"] = str(max(1, math.ceil(min(http_timeout, 15.0))))
+    with rasterio.Env(**env), warnings.catch_warnings():
+        # rasterio's in-memory destination has no georeferencing until the warp sets it
+        warnings.simplefilter("ignore", NotGeoreferencedWarning)
+        with rasterio.open(href) as src:
+            if src.crs is None:
+                raise AssetReadError(f"{href} has no CRS: it is not a georeferenced Sentinel-2 asset.")
+            src_nodata = src.nodata if src.nodata is not None else 0
+            src_res = abs(src.transform.a)
+            if is_class:
+                dst = np.zeros(grid.shape, dtype=np.uint8)
+                method, dst_nodata = Resampling.nearest, 0
+            else:
+                dst = np.full(grid.shape, np.nan, dtype=np.float32)
+                dst_nodata = np.nan
+                method = Resampling.average if src_res > 0 and grid.resolution > src_res * 1.001 and _same_units(src, grid) else RESAMPLING[resampling]
+            reproject(
+                source=rasterio.band(src, 1),
+                destination=dst,
+                src_transform=src.transform,
+                src_crs=src.crs,
+                src_nodata=src_nodata,
+                dst_transform=grid.transform,
+                dst_crs=grid.rio_crs,
+                dst_nodata=dst_nodata,
+                resampling=method,
+                init_dest_nodata=True,
+                num_threads=1,
+            )
+            return dst
+
+
+def _same_units(src: Any, grid: Grid) -> bool:
+    try:
+        return bool(src.crs.is_projected and grid.rio_crs.is_projected)
+    except Exception:  # noqa: BLE001
+        return False
+
+
+def read_to_grid(
+    href: str,
+    grid: Grid,
+    *,
+    resampling: str = "bilinear",
+    is_class: bool = False,
+    sign: Signer = no_signing,
+    policy: ReadPolicy = ReadPolicy(),
+    label: str = "",
+) -> np.ndarray:
+    """Read one single-band asset onto ``grid``.
+
+    Reflectance assets come back as float32 DNs with NaN for nodata (so that a valid value
+    never collides with the nodata value); class assets (SCL) as uint8 with 0 = nodata,
+    always resampled with nearest neighbour.
+
+    Raises:
+        AssetTimeout: the read (retries included) took longer than ``policy.timeout``.
+        AssetReadError: the asset is missing, corrupt, or kept failing.
+    """
+    what = label or href
+    start = time.monotonic()
+    force_sign = False
+    last: Optional[Exception] = None
+    for attempt in range(policy.max_retries + 1):
+        remaining = policy.timeout - (time.monotonic() - start)
+        if remaining <= 0:
+            break
+        signed = sign(href, force=force_sign)
+        try:
+            return _run_with_deadline(
+                lambda: _warp(signed, grid, resampling, is_class, remaining), remaining, f"read {what}"
+            )
+        except TimeoutError:
+            raise AssetTimeout(
+                f"Reading {what} took longer than dl_timeout={policy.timeout:g} s (server {_host(href)} too slow "
+                "or not answering): raise dl_timeout, or retry later."
+            ) from None
+        except AssetReadError:
+            raise
+        except (RasterioIOError, RasterioError, OSError) as exc:
+            kind = _classify(exc)
+            last = exc
+            if kind in ("missing", "corrupt"):
+                raise AssetReadError(
+                    f"Cannot read {what} from {_redact(href)}: "
+                    + ("the file does not exist (404)" if kind == "missing" else "the file is corrupt or not a raster")
+                    + f" ({_short(exc)})."
+                ) from exc
+            force_sign = kind == "auth"
+            if attempt < policy.max_retries:
+                delay = min(policy.backoff * (2**attempt) * (0.5 + random.random()), max(0.0, remaining - 0.5))
+                log.warning("read %s failed (%s), retry %d/%d in %.1fs", what, _short(exc), attempt + 1, policy.max_retries, delay)
+                if delay > 0:
+                    time.sleep(delay)
+    if last is None:
+        raise AssetTimeout(f"Reading {what} took longer than dl_timeout={policy.timeout:g} s: raise dl_timeout.")
+    raise AssetReadError(
+        f"Cannot read {what} from {_redact(href)} after {policy.max_retries + 1} attempts ({_short(last)}): "
+        "check the network or the catalog's asset URLs."
+    ) from last
+
+
+def _host(href: str) -> str:
+    from urllib.parse import urlparse
+
+    return urlparse(href).netloc or "local file"
+
+
+def _redact(href: str) -> str:
+    """Drop query strings (SAS tokens) from hrefs shown to users."""
+    return href.split("?", 1)[0]
+
+
+def _short(exc: Exception) -> str:
+    text = str(exc).replace("\n", " ")
+    if "?" in text:  # signed URLs inside GDAL messages
+        import re
+
+        text = re.sub(r"\?[^\s'\"]*", "?…", text)
+    return text[:200]

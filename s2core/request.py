@@ -1,0 +1,168 @@
+"""s2core.request: the one validated request object shared by the CLI, the app and the Python API."""
+
+from __future__ import annotations
+
+import datetime as dt
+import os
+from pathlib import Path
+from typing import Any, Literal, Optional
+
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator, model_validator
+from pyproj import CRS
+from pyproj.exceptions import CRSError
+
+from s2core.aoi import AOI, parse_aoi
+from s2core.bands import L2A_BANDS, normalize_band
+from s2core.errors import InvalidDateRange, InvalidParameter, S2CoreError, UnknownBand
+
+DEFAULT_MAX_AOI_KM2 = float(os.environ.get("S2CORE_MAX_AOI_KM2", "2500"))
+
+Resampling = Literal["nearest", "bilinear", "cubic"]
+
+
+class PreprocessRequest(BaseModel):
+    """Everything a preprocessing run needs. Build it with :func:`make_request` for clear errors.
+
+    Parameter names follow the reference workflow (``min_tile_cover``, ``max_tiles_per_time``,
+    ``pc_key``, ``dl_timeout``). ``pc_key`` is a :class:`~pydantic.SecretStr`: it never appears in
+    ``repr``, logs, manifests or outputs.
+    """
+
+    model_config = ConfigDict(arbitrary_types_allowed=True, frozen=True, extra="forbid")
+
+    aoi: AOI
+    start: dt.date
+    end: dt.date
+    catalog: str = Field("pc", description="'pc', 'earth-search', a STAC API URL or a local catalog path")
+    collection: Optional[str] = Field(None, description="STAC collection id (default: sentinel-2-l2a)")
+    out_dir: Path = Field(Path("runs"), description="Output root; each run writes OUT_DIR/<run_id>/")
+    run_id: Optional[str] = None
+    bands: tuple[str, ...] = L2A_BANDS
+    resolution: float = Field(10.0, gt=0, le=1000)
+    upsampling: Resampling = "bilinear"
+    crs: Optional[str] = Field(None, description="Output CRS (EPSG code, PROJ or WKT); default UTM of the AOI")
+    min_tile_cover: float = Field(0.99, gt=0, le=1)
+    max_tiles_per_time: Optional[int] = Field(None, ge=1)
+    max_cloud_cover: Optional[float] = Field(None, ge=0, le=100)
+    pc_key: Optional[SecretStr] = None
+    dl_timeout: float = Field(120.0, gt=0)
+    max_retries: int = Field(3, ge=0, le=10)
+    read_workers: int = Field(8, ge=1, le=64)
+    max_aoi_km2: float = Field(DEFAULT_MAX_AOI_KM2, gt=0)
+
+    @field_validator("aoi", mode="before")
+    @classmethod
+    def _parse_aoi(cls, v: Any) -> AOI:
+        return parse_aoi(v)
+
+    @field_validator("start", "end", mode="before")
+    @classmethod
+    def _parse_date(cls, v: Any) -> dt.date:
+        if isinstance(v, dt.datetime):
+            return v.date()
+        if isinstance(v, dt.date):
+            return v
+        try:
+            return dt.date.fromisoformat(str(v).strip())
+        except ValueError as exc:
+            raise InvalidDateRange(f"Date {v!r} is not YYYY-MM-DD.") from exc
+
+    @field_validator("bands", mode="before")
+    @classmethod
+    def _parse_bands(cls, v: Any) -> tuple[str, ...]:
+        if isinstance(v, str):
+            v = [b for b in v.replace(" ", ",").split(",") if b]
+        out: list[str] = []
+        unknown: list[str] = []
+        for b in v:
+            try:
+                canon = normalize_band(str(b))
+            except KeyError:
+                unknown.append(str(b))
+                continue
+            if canon == "B10":
+                unknown.append(str(b) + " (B10 exists only in L1C)")
+                continue
+            if canon not in out:
+                out.append(canon)
+        if unknown:
+            raise UnknownBand(
+                f"Unknown band(s) {', '.join(unknown)}: choose from {', '.join(L2A_BANDS)} "
+                "(Earth Search names such as 'red' or 'nir' work too)."
+            )
+        if not out:
+            raise UnknownBand(f"No band requested: choose from {', '.join(L2A_BANDS)}.")
+        return tuple(out)
+
+    @field_validator("crs", mode="before")
+    @classmethod
+    def _check_crs(cls, v: Any) -> Optional[str]:
+        if v in (None, ""):
+            return None
+        text = str(v).strip()
+        if text.isdigit():
+            text = f"EPSG:{text}"
+        try:
+            crs = CRS.from_user_input(text)
+        except CRSError as exc:
+            raise InvalidParameter(f"Output CRS {v!r} is not a CRS: use e.g. 'EPSG:32633', a PROJ string or WKT.") from exc
+        if crs.is_geographic is False and crs.axis_info and crs.axis_info[0].unit_name not in ("metre", "meter", "m"):
+            raise InvalidParameter(f"Output CRS {v!r} does not use metres: pick a projected CRS in metres.")
+        return text
+
+    @field_validator("catalog", mode="before")
+    @classmethod
+    def _check_catalog(cls, v: Any) -> str:
+        text = str(v or "").strip()
+        if not text:
+            raise InvalidParameter("No catalog given: use 'pc', 'earth-search', a STAC API URL or a catalog path.")
+        return text
+
+    @model_validator(mode="after")
+    def _check_dates_and_grid(self) -> "PreprocessRequest":
+        if self.end < self.start:
+            raise InvalidDateRange(
+                f"The end date {self.end} is before the start date {self.start}: swap them or pick a later end."
+            )
+        if self.aoi.area_km2 > self.max_aoi_km2:
+            parse_aoi(self.aoi, max_km2=self.max_aoi_km2)  # raises AOITooLarge with the message
+        return self
+
+    @property
+    def output_crs(self) -> CRS:
+        """The CRS of the output grid (the AOI's UTM zone unless ``crs`` is set)."""
+        return CRS.from_user_input(self.crs) if self.crs else self.aoi.utm_crs
+
+    def public_params(self) -> dict[str, Any]:
+        """Parameters safe to log and store (no secrets), JSON-serialisable."""
+        data = self.model_dump(mode="json", exclude={"aoi", "pc_key"})
+        data["aoi"] = self.aoi.to_geojson()
+        data["pc_key_given"] = self.pc_key is not None
+        return data
+
+
+def make_request(**kwargs: Any) -> PreprocessRequest:
+    """Build a :class:`PreprocessRequest`, turning validation failures into one precise
+    :class:`~s2core.errors.S2CoreError` (the original one when a validator raised it).
+
+    Example:
+        >>> req = make_request(aoi="POLYGON((16 46,16.01 46,16.01 46.01,16 46.01,16 46))",
+        ...                    start="2023-08-10", end="2023-08-20", bands="B04,B08")
+        >>> req.bands
+        ('B04', 'B08')
+    """
+    try:
+        return PreprocessRequest(**kwargs)
+    except ValidationError as exc:
+        problems = []
+        for err in exc.errors():
+            original = (err.get("ctx") or {}).get("error")
+            if isinstance(original, S2CoreError):
+                raise original from None
+            field = ".".join(str(p) for p in err.get("loc", ())) or "request"
+            got = err.get("input")
+            got_s = "" if isinstance(got, dict) else f" (got {got!r})"
+            if field == "pc_key":
+                got_s = ""
+            problems.append(f"{field}: {err.get('msg')}{got_s}")
+        raise InvalidParameter("Invalid parameter — " + "; ".join(problems)) from None
