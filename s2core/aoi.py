@@ -15,16 +15,28 @@ from functools import cached_property
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import shapely
 from pyproj import CRS, Transformer
 from shapely import wkt as shapely_wkt
 from shapely.errors import ShapelyError
 from shapely.geometry import GeometryCollection, MultiPolygon, Polygon, box, mapping, shape
 from shapely.geometry.base import BaseGeometry
-from shapely.ops import transform as shapely_transform
 from shapely.validation import explain_validity
 
 from s2core.errors import AOITooLarge, InvalidAOI
+
+def transform_xy(fn, geom: BaseGeometry) -> BaseGeometry:
+    """Apply ``fn(x_array, y_array) -> (x, y)`` to every coordinate of ``geom``."""
+    return shapely.transform(geom, lambda x, y: tuple(map(np.asarray, fn(x, y))), interleaved=False)
+
+
+def shift_lon(geom: BaseGeometry, shift: float, only_negative: bool = False) -> BaseGeometry:
+    """Add ``shift`` degrees to longitudes (only to negative ones when ``only_negative``)."""
+    if only_negative:
+        return transform_xy(lambda x, y: (np.where(x < 0, x + shift, x), y), geom)
+    return transform_xy(lambda x, y: (x + shift, y), geom)
+
 
 VECTOR_SUFFIXES = (".geojson", ".json", ".gpkg", ".shp", ".fgb", ".kml", ".gml")
 
@@ -63,7 +75,7 @@ class AOI:
     def to_equal_area(self, geom: BaseGeometry) -> BaseGeometry:
         """Project a lon/lat geometry (split or unwrapped) into :attr:`equal_area_crs`."""
         tr = Transformer.from_crs("EPSG:4326", self.equal_area_crs, always_xy=True)
-        return shapely_transform(tr.transform, geom)
+        return transform_xy(tr.transform, geom)
 
     @cached_property
     def projected(self) -> BaseGeometry:
@@ -187,7 +199,7 @@ def _from_file(path: Path) -> BaseGeometry:
         src = CRS.from_user_input(crs)
         if not src.equals(CRS.from_epsg(4326)) and not src.equals(CRS.from_user_input("OGC:CRS84")):
             tr = Transformer.from_crs(src, "EPSG:4326", always_xy=True)
-            geom = shapely_transform(tr.transform, geom)
+            geom = transform_xy(tr.transform, geom)
     return geom
 
 
@@ -214,8 +226,7 @@ def _unwrap_polygon(poly: Polygon) -> Polygon:
     jumps = any(abs(a - b) > 180.0 for a, b in zip(xs, xs[1:]))
     if not jumps:
         return poly
-    shift = lambda x, y, z=None: (tuple(v + 360.0 if v < 0 else v for v in x), y)  # noqa: E731
-    return shapely_transform(shift, poly)
+    return shift_lon(poly, 360.0, only_negative=True)
 
 
 def _validate(geom: BaseGeometry) -> AOI:
@@ -242,7 +253,7 @@ def _validate(geom: BaseGeometry) -> AOI:
     touches_west = any(p.bounds[0] <= -180.0 + 1e-9 for p in unwrapped_parts)
     if touches_east and touches_west:
         unwrapped_parts = [
-            shapely_transform(lambda x, y, z=None: (tuple(v + 360.0 for v in x), y), p) if p.bounds[2] <= 0 else p
+            shift_lon(p, 360.0) if p.bounds[2] <= 0 else p
             for p in unwrapped_parts
         ]
     unwrapped = shapely.union_all(unwrapped_parts)
@@ -261,6 +272,6 @@ def _split_at_antimeridian(geom: BaseGeometry) -> BaseGeometry:
         piece = geom.intersection(box(lo, -90, hi, 90))
         if piece.is_empty or piece.area == 0:
             continue
-        piece = shapely_transform(lambda x, y, z=None, s=shift: (tuple(v + s for v in x), y), piece)
+        piece = shift_lon(piece, shift)
         parts.extend(p for p in _polygons_of(piece) if p.area > 0)
     return MultiPolygon(parts)

@@ -14,9 +14,8 @@ from affine import Affine
 from pyproj import CRS, Transformer
 from rasterio.crs import CRS as RioCRS
 from shapely.geometry.base import BaseGeometry
-from shapely.ops import transform as shapely_transform
 
-from s2core.aoi import AOI
+from s2core.aoi import AOI, transform_xy
 from s2core.errors import InvalidParameter
 
 MAX_GRID_PIXELS = 40_000 * 40_000
@@ -73,7 +72,7 @@ def crs_string(crs: CRS) -> str:
 def project_geometry(geom: BaseGeometry, dst_crs: CRS, src_crs: str | CRS = "EPSG:4326") -> BaseGeometry:
     """Reproject a shapely geometry (lon/lat by default) to ``dst_crs``."""
     tr = Transformer.from_crs(src_crs, dst_crs, always_xy=True)
-    return shapely_transform(tr.transform, geom)
+    return transform_xy(tr.transform, geom)
 
 
 def output_grid(aoi: AOI, crs: CRS, resolution: float) -> Grid:

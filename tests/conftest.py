@@ -1,0 +1,94 @@
+"""Shared fixtures: real Sentinel-2 data from ../shared/data, COG copies, loopback servers."""
+
+from __future__ import annotations
+
+import copy
+import json
+import os
+from pathlib import Path
+from typing import Any, Iterator
+
+import pytest
+import rasterio
+from rasterio.shutil import copy as rio_copy
+
+ROOT = Path(__file__).resolve().parents[1]
+SHARED = Path(os.environ.get("S2_SHARED_DATA", ROOT.parent / "shared" / "data"))
+MAPCHETE = SHARED / "l2a" / "mapchete-eo-33TWL-33TWM"
+MAPCHETE_CATALOG = MAPCHETE / "catalog.json"
+RKH = SHARED / "l2a" / "rio-tiler-pds-29RKH" / "S2A_29RKH_20200219_0_L2A"
+PC_ITEMS = SHARED / "stac" / "planetarycomputer__sentinel-2-l2a__items.json"
+LOCAL_BANDS = ("B02", "B03", "B04", "B08")
+
+needs_shared = pytest.mark.skipif(
+    not MAPCHETE_CATALOG.exists(),
+    reason=f"real Sentinel-2 test data not found at {SHARED} (clone the project next to shared/data "
+    "or set S2_SHARED_DATA)",
+)
+
+#: AOI straddling tiles 33TWL (south) and 33TWM (north): neither covers it alone.
+STRADDLE_WKT = "POLYGON((15.9 45.9, 16.1 45.9, 16.1 46.1, 15.9 46.1, 15.9 45.9))"
+#: AOI inside 33TWM only.
+INSIDE_TWM_WKT = "POLYGON((15.9 46.3, 16.0 46.3, 16.0 46.4, 15.9 46.4, 15.9 46.3))"
+
+
+def mapchete_items() -> list[tuple[dict[str, Any], Path]]:
+    """(raw item dict, item JSON path) of the 10 mapchete-eo items."""
+    out = []
+    for p in sorted((MAPCHETE / "sentinel-2-l2a").glob("*/*.json")):
+        out.append((json.loads(p.read_text()), p))
+    return out
+
+
+@pytest.fixture(scope="session")
+def cog_tree(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The mapchete-eo band files rewritten as real COGs (same pixels), one folder per item."""
+    if not MAPCHETE_CATALOG.exists():
+        pytest.skip(f"real Sentinel-2 test data not found at {SHARED}")
+    root = tmp_path_factory.mktemp("cogs")
+    for item, path in mapchete_items():
+        dst = root / item["id"]
+        dst.mkdir()
+        for name in (*LOCAL_BANDS, "SCL"):
+            with rasterio.open(path.parent / f"{name}.tif") as src:
+                rio_copy(src, str(dst / f"{name}.tif"), driver="COG", COMPRESS="DEFLATE", BLOCKSIZE="256",
+                         OVERVIEWS="NONE")
+    return root
+
+
+def items_served_from(base_url: str, prefix: str = "files", query: str = "") -> list[dict[str, Any]]:
+    """The mapchete-eo items with local band hrefs replaced by ``base_url/prefix/<item>/<band>.tif``."""
+    keys = {"blue": "B02", "green": "B03", "red": "B04", "nir": "B08", "scl": "SCL"}
+    out = []
+    for item, _ in mapchete_items():
+        it = copy.deepcopy(item)
+        it["links"] = [ln for ln in it.get("links", []) if ln.get("rel") not in ("root", "parent", "collection", "self")]
+        it["collection"] = "sentinel-2-l2a"
+        for key, band in keys.items():
+            it["assets"][key]["href"] = f"{base_url}/{prefix}/{it['id']}/{band}.tif{query}"
+        out.append(it)
+    return out
+
+
+@pytest.fixture(scope="session")
+def asset_server(cog_tree: Path) -> Iterator[Any]:
+    """A Range-capable HTTP server over :func:`cog_tree` on loopback."""
+    from tests.servers import AssetServer
+
+    with AssetServer(cog_tree) as server:
+        yield server
+
+
+@pytest.fixture(scope="session")
+def stac_api(asset_server: Any) -> Iterator[Any]:
+    """stac-fastapi-pgstac over pgstac holding the mapchete-eo items, assets on :func:`asset_server`."""
+    from tests.servers import PgStacServer, postgres_available
+
+    why = postgres_available()
+    if why:
+        pytest.skip(why)
+    collection = json.loads((MAPCHETE / "sentinel-2-l2a" / "collection.json").read_text())
+    collection["links"] = []
+    items = items_served_from(asset_server.url)
+    with PgStacServer([collection], items) as server:
+        yield server

@@ -1,0 +1,241 @@
+"""Real servers on loopback for tests and benchmarks.
+
+- :class:`AssetServer`: a Starlette static file server that honours HTTP ``Range``
+  (so GDAL's ``/vsicurl/`` range reads are real), counts bytes sent, and has two extra
+  mounts: ``/stall/...`` never answers (timeouts) and ``/signed/...`` demands a rotating
+  ``?token=`` (signing and re-signing).
+- :class:`PgStacServer`: stac-fastapi-pgstac (the server software Planetary Computer runs)
+  over pgstac in a throwaway PostgreSQL + PostGIS cluster.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import shutil
+import socket
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from pathlib import Path
+from typing import Any, Iterable, Optional
+
+import uvicorn
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import PlainTextResponse, Response
+from starlette.routing import Mount, Route
+from starlette.staticfiles import StaticFiles
+
+PG_BIN = Path(os.environ.get("PG_BIN", "/usr/lib/postgresql/15/bin"))
+
+
+def free_port() -> int:
+    """A free TCP port on 127.0.0.1."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+class _Counter:
+    def __init__(self) -> None:
+        self.lock = threading.Lock()
+        self.bytes_sent = 0
+        self.requests = 0
+        self.ranged = 0
+
+    def reset(self) -> None:
+        with self.lock:
+            self.bytes_sent = self.requests = self.ranged = 0
+
+
+class AssetServer:
+    """Serve ``root`` over HTTP on loopback in a background thread.
+
+    ``/files/<path>``: plain files with Range support. ``/stall/<path>``: hangs.
+    ``/signed/<path>?token=T``: 403 unless ``T`` is the current :attr:`token`.
+    """
+
+    def __init__(self, root: Path) -> None:
+        self.root = Path(root)
+        self.port = free_port()
+        self.counter = _Counter()
+        self.token = "t0"
+        self.tokens_issued = 0
+        self.forbidden = 0
+        static = StaticFiles(directory=str(self.root))
+
+        async def stall(request: Request) -> Response:
+            await asyncio.sleep(3600)
+            return PlainTextResponse("late")
+
+        server = self
+
+        async def signed(scope: dict[str, Any], receive: Any, send: Any) -> None:
+            query = dict(p.split("=", 1) for p in scope.get("query_string", b"").decode().split("&") if "=" in p)
+            if query.get("token") != server.token:
+                server.forbidden += 1
+                await PlainTextResponse("AuthenticationFailed", status_code=403)(scope, receive, send)
+                return
+            await static(scope, receive, send)
+
+        app = Starlette(routes=[
+            Route("/stall/{path:path}", stall),
+            Mount("/signed", app=signed),
+            Mount("/files", app=static),
+        ])
+        counter = self.counter
+
+        async def counting(scope: dict[str, Any], receive: Any, send: Any) -> None:
+            if scope["type"] != "http":
+                await app(scope, receive, send)
+                return
+            headers = dict(scope.get("headers") or [])
+            with counter.lock:
+                counter.requests += 1
+                if b"range" in headers:
+                    counter.ranged += 1
+
+            async def counting_send(message: dict[str, Any]) -> None:
+                if message["type"] == "http.response.body":
+                    with counter.lock:
+                        counter.bytes_sent += len(message.get("body", b""))
+                await send(message)
+
+            await app(scope, receive, counting_send)
+
+        config = uvicorn.Config(counting, host="127.0.0.1", port=self.port, log_level="warning",
+                                lifespan="off", timeout_keep_alive=30)
+        self._server = uvicorn.Server(config)
+        self._thread = threading.Thread(target=self._server.run, daemon=True, name="asset-server")
+
+    @property
+    def url(self) -> str:
+        """Base URL, e.g. ``http://127.0.0.1:PORT``."""
+        return f"http://127.0.0.1:{self.port}"
+
+    def new_token(self) -> str:
+        """Rotate the accepted token (old signed URLs now get 403)."""
+        self.tokens_issued += 1
+        self.token = f"t{self.tokens_issued}"
+        return self.token
+
+    def __enter__(self) -> "AssetServer":
+        self._thread.start()
+        deadline = time.monotonic() + 15
+        while not self._server.started:
+            if time.monotonic() > deadline:
+                raise RuntimeError("asset server did not start")
+            time.sleep(0.02)
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self._server.should_exit = True
+        self._thread.join(timeout=5)
+
+
+def postgres_available() -> Optional[str]:
+    """``None`` when PostgreSQL + PostGIS can be started here, else the reason."""
+    if not (PG_BIN / "initdb").exists():
+        return f"PostgreSQL 15 binaries not found in {PG_BIN} (apt-get install postgresql-15 postgresql-15-postgis-3)"
+    if not list(Path("/usr/share/postgresql/15/extension").glob("postgis.control")):
+        return "PostGIS for PostgreSQL 15 is not installed (apt-get install postgresql-15-postgis-3)"
+    return None
+
+
+class PgStacServer:
+    """A real STAC API: stac-fastapi-pgstac over pgstac in a throwaway PostgreSQL cluster."""
+
+    def __init__(self, collections: Iterable[dict[str, Any]], items: Iterable[dict[str, Any]]) -> None:
+        self.collections = list(collections)
+        self.items = list(items)
+        self.tmp = Path(tempfile.mkdtemp(prefix="pgstac-"))
+        self.pg_port = free_port()
+        self.api_port = free_port()
+        self._api: Optional[subprocess.Popen] = None
+        self.dsn = f"postgresql://postgres@127.0.0.1:{self.pg_port}/postgis"
+
+    @property
+    def url(self) -> str:
+        """The STAC API root URL."""
+        return f"http://127.0.0.1:{self.api_port}"
+
+    def _as_postgres(self, *cmd: str) -> None:
+        prefix = [] if os.geteuid() != 0 else ["runuser", "-u", "postgres", "--"]
+        subprocess.run([*prefix, *cmd], check=True, capture_output=True, timeout=120)
+
+    def __enter__(self) -> "PgStacServer":
+        data = self.tmp / "pgdata"
+        data.mkdir()
+        if os.geteuid() == 0:
+            shutil.chown(self.tmp, "postgres")
+            shutil.chown(data, "postgres")
+        self._as_postgres(str(PG_BIN / "initdb"), "-D", str(data), "-U", "postgres", "--auth=trust", "-E", "UTF8")
+        self._as_postgres(
+            str(PG_BIN / "pg_ctl"), "-D", str(data), "-l", str(self.tmp / "pg.log"), "-w", "start",
+            "-o", f"-p {self.pg_port} -c listen_addresses=127.0.0.1 -c fsync=off -c unix_socket_directories={self.tmp}",
+        )
+        env = {**os.environ, "PGPASSWORD": "unused"}
+        psql = ["psql", "-h", "127.0.0.1", "-p", str(self.pg_port), "-U", "postgres", "-v", "ON_ERROR_STOP=1"]
+        subprocess.run([*psql, "-c", "CREATE DATABASE postgis"], check=True, capture_output=True, env=env)
+        pypgstac = [sys.executable, "-m", "pypgstac.pypgstac"] if shutil.which("pypgstac") is None else ["pypgstac"]
+        bindir = Path(sys.executable).parent
+        if (bindir / "pypgstac").exists():
+            pypgstac = [str(bindir / "pypgstac")]
+        subprocess.run([*pypgstac, "migrate", "--dsn", self.dsn], check=True, capture_output=True, env=env, timeout=300)
+        sql = (
+            "SET search_path TO pgstac, public;"
+            "INSERT INTO pgstac.pgstac_settings (name, value) VALUES ('context', 'on') "
+            "ON CONFLICT (name) DO UPDATE SET value = EXCLUDED.value;"
+            "INSERT INTO pgstac.queryables (name, definition, property_wrapper) VALUES "
+            "('eo:cloud_cover', '{\"type\": \"number\"}', 'to_float') ON CONFLICT DO NOTHING;"
+        )
+        res = subprocess.run([*psql, "-d", "postgis", "-c", sql], capture_output=True, env=env)
+        if res.returncode:
+            raise RuntimeError(f"pgstac setup failed: {res.stderr.decode(errors='replace')}")
+        for kind, docs in (("collections", self.collections), ("items", self.items)):
+            path = self.tmp / f"{kind}.ndjson"
+            path.write_text("\n".join(json.dumps(d) for d in docs) + "\n")
+            subprocess.run([*pypgstac, "load", kind, str(path), "--dsn", self.dsn, "--method", "upsert"],
+                           check=True, capture_output=True, env=env, timeout=300)
+        api_env = {**env, "PGUSER": "postgres", "PGPASSWORD": "unused", "PGHOST": "127.0.0.1",
+                   "PGPORT": str(self.pg_port), "PGDATABASE": "postgis", "POSTGRES_USER": "postgres",
+                   "POSTGRES_PASS": "unused", "POSTGRES_HOST_READER": "127.0.0.1", "POSTGRES_HOST_WRITER": "127.0.0.1",
+                   "POSTGRES_PORT": str(self.pg_port), "POSTGRES_DBNAME": "postgis"}
+        self._api = subprocess.Popen(
+            [sys.executable, "-m", "uvicorn", "stac_fastapi.pgstac.app:create_app", "--factory",
+             "--host", "127.0.0.1", "--port", str(self.api_port), "--log-level", "warning"],
+            cwd=self.tmp, env=api_env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+        )
+        import requests
+
+        deadline = time.monotonic() + 60
+        while True:
+            if self._api.poll() is not None:
+                out = self._api.stdout.read().decode(errors="replace") if self._api.stdout else ""
+                raise RuntimeError(f"stac-fastapi-pgstac exited: {out[-2000:]}")
+            try:
+                if requests.get(self.url + "/", timeout=2).status_code == 200:
+                    break
+            except requests.RequestException:
+                pass
+            if time.monotonic() > deadline:
+                raise RuntimeError("stac-fastapi-pgstac did not start within 60 s")
+            time.sleep(0.3)
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        if self._api is not None:
+            self._api.terminate()
+            try:
+                self._api.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                self._api.kill()
+        try:
+            self._as_postgres(str(PG_BIN / "pg_ctl"), "-D", str(self.tmp / "pgdata"), "-m", "immediate", "stop")
+        except Exception:  # noqa: BLE001
+            pass
+        shutil.rmtree(self.tmp, ignore_errors=True)
