@@ -118,6 +118,7 @@ def stack_acquisition(
         fill = (scl == 0) & (layer != 0)
         scl[fill] = layer[fill]
     valid = np.all(data != 0, axis=0)
+    data[:, ~valid] = 0  # a pixel is valid in every band or in none (swath edges differ per band)
     mask = product_mask_from_scl(scl)
     mask[~valid] = 0  # nodata in the raster is nodata in the mask, never "clear"
     return StackResult(
