@@ -235,7 +235,7 @@ class StacApiCatalog:
         try:
             client = Client.open(self.url, timeout=self.timeout)
         except APIError as exc:
-            raise CatalogResponseError(f"The STAC API at {self.url} answered with an error: {str(exc)[:200]}") from exc
+            raise _api_error(self.url, exc, "answered with an error") from exc
         except Exception as exc:
             raise _network_error(self.url, exc) from exc
         client.add_conforms_to("ITEM_SEARCH")
@@ -258,7 +258,7 @@ class StacApiCatalog:
             )
             raw_items = list(search.items_as_dicts())
         except APIError as exc:
-            raise CatalogResponseError(f"The STAC API at {self.url} rejected the search: {str(exc)[:300]}") from exc
+            raise _api_error(self.url, exc, "rejected the search") from exc
         except Exception as exc:
             raise _network_error(self.url, exc) from exc
         scenes = []
@@ -266,6 +266,15 @@ class StacApiCatalog:
             self_link = next((ln.get("href") for ln in raw.get("links", []) if ln.get("rel") == "self"), None)
             scenes.append(scene_from_item(raw, self_link))
         return _finish(scenes, f"collection {self.collection!r} of {self.name}", start, end)
+
+
+def _api_error(url: str, exc: Exception, what: str) -> Exception:
+    import requests
+
+    cause = exc.__cause__ or exc.__context__
+    if isinstance(cause, requests.RequestException) and not isinstance(cause, requests.HTTPError):
+        return _network_error(url, cause)
+    return CatalogResponseError(f"The STAC API at {url} {what}: {str(exc)[:300]}")
 
 
 def _network_error(url: str, exc: Exception) -> Exception:

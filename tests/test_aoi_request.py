@@ -8,6 +8,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 import shapely
+import shapely.geometry
+import shapely.wkt
 
 from s2core import make_request, parse_aoi
 from s2core.errors import AOITooLarge, InvalidAOI, InvalidDateRange, InvalidParameter, UnknownBand
