@@ -238,7 +238,9 @@ def preprocess(
                 manifest.acquisitions.append(_failed(acq, str(err)))
             _account(manifest, bytes0, req0, t0)
             write_json(run_dir / MANIFEST_NAME, manifest.model_dump(mode="json"))
-            emit(ProgressEvent("read", span[1], f"{acq.date}: {manifest.acquisitions[-1].status if manifest.acquisitions and manifest.acquisitions[-1].id == acq.id else 'skipped'}", acq.id))
+            last = manifest.acquisitions[-1] if manifest.acquisitions else None
+            outcome = last.status if last is not None and last.id == acq.id else "skipped"
+            emit(ProgressEvent("read", span[1], f"{acq.date}: {outcome}", acq.id))
     except Cancelled as exc:
         manifest.status = "cancelled"
         manifest.error = str(exc)

@@ -103,8 +103,7 @@ def test_split_products_kept_duplicates_dropped():
     acqs, _ = select_acquisitions(scenes, aoi)
     assert len(acqs) == 1
     ids = {s.id for s in acqs[0].scenes}
-    # the full-footprint reprocessing alone covers the AOI: chosen tile keeps both split halves? no —
-    # the tile's items are deduplicated (none is a duplicate of another here) and all kept
+    # none of the three is a duplicate of another: every item of the chosen tile is kept
     assert item["id"] + "-split" in ids and item["id"] + "-reprocessed" in ids
     # exact duplicates: the older of two identical footprints is dropped
     twins = [scene_from_item(item, str(path)), scene_from_item(newer, str(path))]
