@@ -72,10 +72,13 @@ class AOI:
         lon, lat = self.centroid_lonlat
         return CRS.from_proj4(f"+proj=laea +lat_0={lat:.6f} +lon_0={lon:.6f} +datum=WGS84 +units=m +no_defs")
 
+    @cached_property
+    def _to_equal_area(self) -> Transformer:
+        return Transformer.from_crs("EPSG:4326", self.equal_area_crs, always_xy=True)
+
     def to_equal_area(self, geom: BaseGeometry) -> BaseGeometry:
         """Project a lon/lat geometry (split or unwrapped) into :attr:`equal_area_crs`."""
-        tr = Transformer.from_crs("EPSG:4326", self.equal_area_crs, always_xy=True)
-        return transform_xy(tr.transform, geom)
+        return transform_xy(self._to_equal_area.transform, geom)
 
     @cached_property
     def projected(self) -> BaseGeometry:

@@ -135,7 +135,8 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING,
                         format="%(levelname)s %(name)s: %(message)s")
     if not args.verbose:
-        logging.getLogger("s2core").setLevel(logging.ERROR)
+        # failures reach the user once, through the summary or the one-line error
+        logging.getLogger("s2core").setLevel(logging.CRITICAL)
         logging.getLogger("rasterio").setLevel(logging.ERROR)
     try:
         return int(args.func(args))

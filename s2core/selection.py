@@ -77,11 +77,11 @@ def _newest_first(s: Scene) -> tuple[float, str]:
     return (s.baseline or 0.0, s.generation_time or "")
 
 
-def _dedupe_tile(scenes: list[Scene], aoi: AOI) -> list[Scene]:
+def _dedupe_tile(scenes: list[Scene], projected: dict[str, BaseGeometry]) -> list[Scene]:
     """Keep split products of one tile (different footprints); drop reprocessed duplicates."""
     kept: list[tuple[Scene, BaseGeometry]] = []
     for s in sorted(scenes, key=_newest_first, reverse=True):
-        geom = aoi.to_equal_area(s.footprint)
+        geom = projected[s.id]
         dup = False
         for _, g in kept:
             inter = geom.intersection(g).area
@@ -119,9 +119,10 @@ def select_acquisitions(
         by_tile: dict[str, list[Scene]] = defaultdict(list)
         for s in group:
             by_tile[s.tile].append(s)
-        tiles = {t: _dedupe_tile(ss, aoi) for t, ss in by_tile.items()}
+        projected = {s.id: aoi.to_equal_area(s.footprint) for s in group}  # once per scene
+        tiles = {t: _dedupe_tile(ss, projected) for t, ss in by_tile.items()}
         cover = {
-            t: shapely.union_all([aoi.to_equal_area(s.footprint) for s in ss]).intersection(target)
+            t: shapely.union_all([projected[s.id] for s in ss]).intersection(target)
             for t, ss in tiles.items()
         }
         chosen: list[str] = []

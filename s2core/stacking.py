@@ -65,21 +65,20 @@ def stack_acquisition(
     t0 = time.monotonic()
     policy = ReadPolicy(timeout=request.dl_timeout, max_retries=request.max_retries)
     layers = [*request.bands, "SCL"]
-    jobs = [(band, i, scene) for band in layers for i, scene in enumerate(acquisition.scenes)]
-    for band, _, scene in jobs:
-        scene.href(band)  # fail fast with MissingAsset before any read
+    # hrefs resolved up front: a missing asset fails with MissingAsset before any read
+    jobs = [(band, i, scene, scene.href(band)) for band in layers for i, scene in enumerate(acquisition.scenes)]
     results: dict[tuple[str, int], np.ndarray] = {}
     total = len(jobs)
     done = 0
     pool = ThreadPoolExecutor(max_workers=min(request.read_workers, total), thread_name_prefix="s2read")
     try:
         futures: dict[Future, tuple[str, int, str]] = {}
-        for band, i, scene in jobs:
+        for band, i, scene, href in jobs:
             if cancel is not None:
                 cancel.raise_if_cancelled()
             fut = pool.submit(
                 read_to_grid,
-                scene.href(band),
+                href,
                 grid,
                 resampling=request.upsampling,
                 is_class=band == "SCL",
