@@ -65,3 +65,19 @@ class AssetTimeout(AssetReadError):
 
 class Cancelled(S2CoreError):
     """The run was cancelled by the user."""
+
+
+class ModelError(InvalidParameter):
+    """A cloud/shadow model cannot be used as asked."""
+
+
+class UnknownModel(ModelError):
+    """No registered model and no ONNX file has this name."""
+
+
+class InvalidModel(ModelError):
+    """A model file is missing, not a valid ONNX model, or does not match its card."""
+
+
+class ModelBandsMissing(ModelError):
+    """A model needs bands that the raster (or the array given to predict) lacks."""

@@ -20,6 +20,8 @@ class AcquisitionRecord(BaseModel):
     coverage: Optional[float] = None
     valid_fraction: Optional[float] = None
     product_mask_fractions: dict[str, float] = Field(default_factory=dict)
+    mask_fractions: dict[str, float] = Field(default_factory=dict, description="merged mask classes (masks run)")
+    models: dict[str, dict[str, Any]] = Field(default_factory=dict, description="models run and their figures")
     outputs: dict[str, str] = Field(default_factory=dict, description="role -> path relative to the run folder")
     error: Optional[str] = None
     seconds: Optional[float] = None

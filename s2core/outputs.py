@@ -9,8 +9,10 @@ from __future__ import annotations
 import json
 import os
 import tempfile
+from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Mapping, Optional, Sequence
+from typing import Any, Iterator, Mapping, Optional, Sequence
 
 import numpy as np
 import rasterio
@@ -26,70 +28,99 @@ def _tmp_path(path: Path) -> Path:
     return Path(name)
 
 
-def write_cog(
-    path: Path,
-    data: np.ndarray,
-    grid: Grid,
-    *,
-    nodata: Optional[float] = 0,
-    descriptions: Sequence[str] = (),
-    scales: Sequence[float] = (),
-    offsets: Sequence[float] = (),
-    tags: Mapping[str, Any] | None = None,
-    band_tags: Sequence[Mapping[str, Any]] = (),
-    overview_resampling: str = "average",
-    predictor: int = 2,
-) -> Path:
-    """Write ``data`` ((bands, H, W) or (H, W)) as a deflate-compressed COG, atomically."""
-    arr = data if data.ndim == 3 else data[np.newaxis]
-    count, height, width = arr.shape
-    profile = {
-        "driver": "GTiff",
-        "width": width,
-        "height": height,
-        "count": count,
-        "dtype": arr.dtype.name,
-        "crs": grid.rio_crs,
-        "transform": grid.transform,
-        "nodata": nodata,
-        "tiled": True,
-        "blockxsize": 512,
-        "blockysize": 512,
+@dataclass(frozen=True)
+class RasterMeta:
+    """Descriptive metadata written into a COG."""
+
+    nodata: Optional[float] = 0
+    descriptions: Sequence[str] = ()
+    scales: Sequence[float] = ()
+    offsets: Sequence[float] = ()
+    tags: Mapping[str, Any] | None = None
+    band_tags: Sequence[Mapping[str, Any]] = ()
+    overview_resampling: str = "average"
+    predictor: int = 2
+
+
+def _profile(grid: Grid, count: int, dtype: str, nodata: Optional[float]) -> dict[str, Any]:
+    return {
+        "driver": "GTiff", "width": grid.width, "height": grid.height, "count": count, "dtype": dtype,
+        "crs": grid.rio_crs, "transform": grid.transform, "nodata": nodata,
+        "tiled": True, "blockxsize": 512, "blockysize": 512,
     }
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = _tmp_path(path)
+
+
+def _apply_meta(ds: Any, meta: RasterMeta) -> None:
+    for i, d in enumerate(meta.descriptions, start=1):
+        ds.set_band_description(i, d)
+    if meta.scales:
+        ds.scales = tuple(meta.scales)
+    if meta.offsets:
+        ds.offsets = tuple(meta.offsets)
+    if meta.tags:
+        ds.update_tags(**{k: str(v) for k, v in meta.tags.items()})
+    for i, bt in enumerate(meta.band_tags, start=1):
+        ds.update_tags(i, **{k: str(v) for k, v in bt.items()})
+
+
+def _copy_to_cog(src: Any, dest: Path, dtype: str, meta: RasterMeta) -> None:
+    """Copy an open dataset to ``dest`` as a COG, atomically."""
+    tmp = _tmp_path(dest)
     try:
-        with MemoryFile() as mem:
-            with mem.open(**profile) as ds:
-                ds.write(arr)
-                for i, d in enumerate(descriptions, start=1):
-                    ds.set_band_description(i, d)
-                if scales:
-                    ds.scales = tuple(scales)
-                if offsets:
-                    ds.offsets = tuple(offsets)
-                if tags:
-                    ds.update_tags(**{k: str(v) for k, v in tags.items()})
-                for i, bt in enumerate(band_tags, start=1):
-                    ds.update_tags(i, **{k: str(v) for k, v in bt.items()})
-            with mem.open() as src:
-                rio_copy(
-                    src,
-                    str(tmp),
-                    driver="COG",
-                    COMPRESS="DEFLATE",
-                    PREDICTOR=("YES" if predictor == 2 else "NO") if arr.dtype.kind in "ui" else "FLOATING_POINT",
-                    BLOCKSIZE="512",
-                    OVERVIEWS="AUTO",
-                    OVERVIEW_RESAMPLING=overview_resampling.upper(),
-                    NUM_THREADS="ALL_CPUS",
-                    BIGTIFF="IF_SAFER",
-                )
-        os.replace(tmp, path)
+        rio_copy(
+            src,
+            str(tmp),
+            driver="COG",
+            COMPRESS="DEFLATE",
+            PREDICTOR=("YES" if meta.predictor == 2 else "NO") if np.dtype(dtype).kind in "ui" else "FLOATING_POINT",
+            BLOCKSIZE="512",
+            OVERVIEWS="AUTO",
+            OVERVIEW_RESAMPLING=meta.overview_resampling.upper(),
+            NUM_THREADS="ALL_CPUS",
+            BIGTIFF="IF_SAFER",
+        )
+        os.replace(tmp, dest)
     except BaseException:
         tmp.unlink(missing_ok=True)
         raise
+
+
+def write_cog(path: Path, data: np.ndarray, grid: Grid, **meta: Any) -> Path:
+    """Write ``data`` ((bands, H, W) or (H, W)) as a deflate-compressed COG, atomically.
+
+    Keyword arguments are the fields of :class:`RasterMeta` (nodata, descriptions, scales, …).
+    """
+    info = RasterMeta(**meta)
+    arr = data if data.ndim == 3 else data[np.newaxis]
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with MemoryFile() as mem:
+        with mem.open(**_profile(grid, arr.shape[0], arr.dtype.name, info.nodata)) as ds:
+            ds.write(arr)
+            _apply_meta(ds, info)
+        with mem.open() as src:
+            _copy_to_cog(src, path, arr.dtype.name, info)
     return path
+
+
+@contextmanager
+def cog_strip_writer(path: Path, grid: Grid, count: int, dtype: str, **meta: Any) -> Iterator[Any]:
+    """Write a COG window by window with bounded memory.
+
+    Yields an open rasterio dataset (a tiled GeoTIFF under a temporary name beside ``path``);
+    write windows to it. On a clean exit it becomes a COG at ``path`` (atomically); on an error
+    nothing appears at ``path``.
+    """
+    info = RasterMeta(**meta)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    scratch = _tmp_path(path.with_name(path.stem + ".strips.tif"))
+    try:
+        with rasterio.open(scratch, "w", **_profile(grid, count, dtype, info.nodata), BIGTIFF="IF_SAFER") as ds:
+            yield ds
+            _apply_meta(ds, info)
+        with rasterio.open(scratch) as src:
+            _copy_to_cog(src, path, dtype, info)
+    finally:
+        scratch.unlink(missing_ok=True)
 
 
 def write_json(path: Path, obj: Any) -> Path:

@@ -16,19 +16,22 @@ import time
 from pathlib import Path
 from typing import Optional
 
+import numpy as np
+
 from s2core import netstats
 from s2core.bands import DESCRIPTIONS
 from s2core.catalog import Catalog, Signer, open_catalog
 from s2core.errors import Cancelled, InvalidParameter, NoAcquisitionCovers, S2CoreError
 from s2core.grid import Grid, output_grid
 from s2core.manifest import AcquisitionRecord, Manifest, SkippedRecord
+from s2core.masking import ArraySource, FileSource, MaskResult, mask_acquisition
 from s2core.masks import MASK_CLASSES, class_fractions
 from s2core.outputs import write_cog, write_json
 from s2core.progress import CancelToken, ProgressCallback, ProgressEvent, null_progress
 from s2core.request import PreprocessRequest
 from s2core.selection import Acquisition, SkippedDate, select_acquisitions
 from s2core.stac_output import acquisition_item
-from s2core.stacking import stack_acquisition
+from s2core.stacking import StackResult, stack_acquisition
 
 log = logging.getLogger(__name__)
 
@@ -99,14 +102,18 @@ def process_acquisition(
     t0 = time.monotonic()
     lo, hi = fraction
 
+    masks = request.masks
+    read_share = 0.5 if masks else 0.85
+
     def on_read(label: str, done: int, total: int) -> None:
-        progress(ProgressEvent("read", lo + (hi - lo) * 0.85 * done / total,
+        progress(ProgressEvent("read", lo + (hi - lo) * read_share * done / total,
                                f"{acquisition.date}: read {label} ({done}/{total})", acquisition.id))
 
     stack = stack_acquisition(request, acquisition, grid, sign=sign, cancel=cancel, on_read=on_read)
     if stack.valid_fraction == 0.0:
         raise _EmptyAcquisition("no valid pixel inside the AOI (orbit edge or nodata in every tile)")
-    progress(ProgressEvent("write", lo + (hi - lo) * 0.9, f"{acquisition.date}: writing COGs", acquisition.id))
+    progress(ProgressEvent("write", lo + (hi - lo) * (read_share + 0.03), f"{acquisition.date}: writing COGs",
+                           acquisition.id))
     folder = run_dir / acquisition.id
     common = {"ACQUISITION": acquisition.id, "SOURCE_ITEMS": ",".join(s.id for s in acquisition.scenes)}
     write_cog(
@@ -133,11 +140,18 @@ def process_acquisition(
         "product_mask": f"{acquisition.id}/product_mask.tif",
         "scl": f"{acquisition.id}/scl.tif",
     }
-    item = acquisition_item(
-        acquisition, grid, request.aoi, request.bands,
-        {"raster": "raster.tif", "product_mask": "product_mask.tif", "scl": "scl.tif"},
-        {"s2core:valid_fraction": round(stack.valid_fraction, 6)},
-    )
+    assets = {"raster": "raster.tif", "product_mask": "product_mask.tif", "scl": "scl.tif"}
+    extra: dict[str, object] = {"s2core:valid_fraction": round(stack.valid_fraction, 6)}
+    mask_result = None
+    if masks is not None:
+        mask_result = _run_masks(request, acquisition, grid, folder, stack, common, cancel, progress,
+                                 (lo + (hi - lo) * (read_share + 0.05), hi))
+        assets.update(mask_result.outputs)
+        outputs.update({k: f"{acquisition.id}/{v}" for k, v in mask_result.outputs.items()})
+        extra["s2core:cloud_models"] = list(masks.cloud_model)
+        extra["s2core:shadow_model"] = masks.shadow_model
+        extra["s2core:mask_fractions"] = {k: round(v, 6) for k, v in mask_result.fractions.items()}
+    item = acquisition_item(acquisition, grid, request.aoi, request.bands, assets, extra)
     write_json(folder / "item.json", item)
     outputs["item"] = f"{acquisition.id}/item.json"
     return AcquisitionRecord(
@@ -149,9 +163,43 @@ def process_acquisition(
         coverage=round(acquisition.coverage, 6),
         valid_fraction=round(stack.valid_fraction, 6),
         product_mask_fractions={k: round(v, 6) for k, v in class_fractions(stack.product_mask).items()},
+        mask_fractions={k: round(v, 6) for k, v in mask_result.fractions.items()} if mask_result else {},
+        models=mask_result.models if mask_result else {},
         outputs=outputs,
         seconds=round(time.monotonic() - t0, 3),
     )
+
+
+def _run_masks(
+    request: PreprocessRequest,
+    acquisition: Acquisition,
+    grid: Grid,
+    folder: Path,
+    stack: StackResult,
+    tags: dict[str, str],
+    cancel: Optional[CancelToken],
+    progress: ProgressCallback,
+    span: tuple[float, float],
+) -> MaskResult:
+    """The masks stage: from the in-memory stack, or streaming from the raster just written."""
+    assert request.masks is not None
+    lo, hi = span
+
+    def on_progress(fraction: float, message: str) -> None:
+        progress(ProgressEvent("masks", lo + (hi - lo) * fraction, f"{acquisition.date}: {message}", acquisition.id))
+
+    check = cancel.raise_if_cancelled if cancel else None
+    if request.masks.in_memory:
+        source: ArraySource | FileSource = ArraySource(stack.data)
+    else:
+        stack.data = np.empty((0, 0, 0), dtype=np.uint16)  # free it: the stage streams from the COG
+        source = FileSource(folder / "raster.tif")
+    try:
+        return mask_acquisition(request.masks, source, stack.product_mask, request.bands, grid, folder,
+                                tags=tags, cancel=check, on_progress=on_progress)
+    finally:
+        if isinstance(source, FileSource):
+            source.close()
 
 
 class _EmptyAcquisition(Exception):

@@ -20,6 +20,58 @@ DEFAULT_MAX_AOI_KM2 = float(os.environ.get("S2CORE_MAX_AOI_KM2", "2500"))
 Resampling = Literal["nearest", "bilinear", "cubic"]
 
 
+class MaskOptions(BaseModel):
+    """Cloud/shadow masking options (reference names and defaults where the reference has them).
+
+    ``cloud_model`` may list several models: their cloud probabilities are averaged (an
+    ensemble). ``auto`` picks the best built-in model for the requested bands.
+    """
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    cloud_model: tuple[str, ...] = ("auto",)
+    shadow_model: str = "auto"
+    cloud_thr: float = Field(0.3, ge=0, le=1)
+    shadow_thr: float = Field(0.2, ge=0, le=1)
+    dilation: int = Field(5, ge=0, le=100, description="disk radius in output pixels (reference closing_size)")
+    min_area: int = Field(0, ge=0, description="remove masked regions / fill holes smaller than this (px)")
+    use_product_mask: bool = True
+    in_memory: bool = Field(False, description="whole raster in memory for inference (faster, more memory)")
+    inference_resolution: Optional[float] = Field(
+        None, gt=0, le=1000, description="metres; default: each model's native resolution")
+    binary_mask: bool = Field(False, description="also write the reference's binary cloud_mask.tif")
+    batch_size: int = Field(1, ge=1, le=256)
+    patch_size: Optional[int] = Field(None, ge=32, le=4096)
+
+    @field_validator("cloud_model", mode="before")
+    @classmethod
+    def _split_models(cls, v: Any) -> tuple[str, ...]:
+        if isinstance(v, str):
+            v = [m for m in (p.strip() for p in v.split(",")) if m]
+        v = tuple(str(m).strip() for m in v)
+        if not v:
+            raise InvalidParameter("cloud_model is empty: give a model name or 'auto'.")
+        return v
+
+    def resolved(self, bands: tuple[str, ...]) -> "MaskOptions":
+        """Replace ``auto`` by concrete model names and check every model against ``bands``."""
+        from s2core.registry import auto_model, check_level, get_card
+
+        auto = None
+        clouds = []
+        for name in self.cloud_model:
+            if name == "auto":
+                auto = auto or auto_model(bands)
+                name = auto
+            check_level(get_card(name, "cloud"), "L2A").check_bands(bands)
+            clouds.append(name)
+        shadow = self.shadow_model
+        if shadow == "auto":
+            shadow = auto or auto_model(bands)
+        check_level(get_card(shadow, "shadow"), "L2A").check_bands(bands)
+        return self.model_copy(update={"cloud_model": tuple(clouds), "shadow_model": shadow})
+
+
 class PreprocessRequest(BaseModel):
     """Everything a preprocessing run needs. Build it with :func:`make_request` for clear errors.
 
@@ -49,6 +101,7 @@ class PreprocessRequest(BaseModel):
     max_retries: int = Field(3, ge=0, le=10)
     read_workers: int = Field(8, ge=1, le=64)
     max_aoi_km2: float = Field(DEFAULT_MAX_AOI_KM2, gt=0)
+    masks: Optional[MaskOptions] = Field(None, description="cloud/shadow masking (None: preprocessing only)")
 
     @field_validator("aoi", mode="before")
     @classmethod
@@ -126,6 +179,10 @@ class PreprocessRequest(BaseModel):
             )
         if self.aoi.area_km2 > self.max_aoi_km2:
             parse_aoi(self.aoi, max_km2=self.max_aoi_km2)  # raises AOITooLarge with the message
+        if self.masks is not None:
+            resolved = self.masks.resolved(self.bands)
+            if resolved != self.masks:
+                object.__setattr__(self, "masks", resolved)
         return self
 
     @property

@@ -89,6 +89,30 @@ def acquisition_item(
             "roles": ["data", "classification"],
             "raster:bands": [{"nodata": 0, "data_type": "uint8", "spatial_resolution": grid.resolution}],
         }
+    cog = "image/tiff; application=geotiff; profile=cloud-optimized"
+    for role, title in (("cloud_prob", "Cloud probability × 250 (uint8, 255 nodata)"),
+                        ("shadow_prob", "Shadow probability × 250 (uint8, 255 nodata)")):
+        if role in assets:
+            item_assets[role] = {
+                "href": assets[role], "type": cog, "title": title, "roles": ["data", "cloud" if role == "cloud_prob"
+                                                                            else "cloud-shadow"],
+                "raster:bands": [{"nodata": 255, "data_type": "uint8", "scale": 0.004, "offset": 0,
+                                  "spatial_resolution": grid.resolution}],
+            }
+    if "mask" in assets:
+        item_assets["mask"] = {
+            "href": assets["mask"], "type": cog,
+            "title": "Merged mask: models + product (0 nodata, 1 clear, 2 cloud, 3 shadow, 4 snow, 5 defective)",
+            "roles": ["data", "cloud", "cloud-shadow"],
+            "raster:bands": [{"nodata": 0, "data_type": "uint8", "spatial_resolution": grid.resolution}],
+            "classification:classes": [{"value": k, "name": v} for k, v in MASK_CLASSES.items()],
+        }
+    if "cloud_mask" in assets:
+        item_assets["cloud_mask"] = {
+            "href": assets["cloud_mask"], "type": cog, "title": "Binary cloud mask (1 cloud or shadow, 0 clear)",
+            "roles": ["data", "cloud"],
+            "raster:bands": [{"nodata": 255, "data_type": "uint8", "spatial_resolution": grid.resolution}],
+        }
     for role, href in assets.items():
         item_assets.setdefault(role, {"href": href, "roles": ["data"]})
     return {
