@@ -1,4 +1,4 @@
-"""s2core.cli: ``python -m s2core preprocess ...`` — the headless command line."""
+"""s2core.cli: ``python -m s2core preprocess|run|search|models ...`` — the headless command line."""
 
 from __future__ import annotations
 
@@ -38,8 +38,39 @@ def _add_preprocess_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--pc-key", default=None, help="Planetary Computer subscription key (or env PC_SDK_SUBSCRIPTION_KEY)")
 
 
+def _add_mask_args(p: argparse.ArgumentParser) -> None:
+    g = p.add_argument_group("masks (reference names and defaults)")
+    g.add_argument("--cloud-model", default="auto",
+                   help="registered model name or .onnx file; comma-separate several for an ensemble "
+                        "(default auto: ukis-csmask-6b-l2a with B11+B12, else ukis-csmask-4b-l2a)")
+    g.add_argument("--shadow-model", default="auto", help="model giving shadow probabilities (default auto)")
+    g.add_argument("--cloud-thr", type=float, default=0.3, help="cloud probability threshold (default 0.3)")
+    g.add_argument("--shadow-thr", type=float, default=0.2, help="shadow probability threshold (default 0.2)")
+    g.add_argument("--dilation", type=int, default=5, help="dilation disk radius in output pixels (default 5)")
+    g.add_argument("--min-area", type=int, default=0, help="remove masked regions / fill holes below this many px")
+    g.add_argument("--no-product-mask", action="store_true", help="do not merge the product (SCL) mask")
+    g.add_argument("--in-memory", action="store_true",
+                   help="hold the whole raster in memory for inference (faster, more memory)")
+    g.add_argument("--inference-resolution", type=float, default=None,
+                   help="metres (default: each model's native resolution, about 30 m for the U-Nets)")
+    g.add_argument("--binary-mask", action="store_true", help="also write the reference's binary cloud_mask.tif")
+    g.add_argument("--batch-size", type=int, default=1, help="patches per inference batch (default 1)")
+
+
+def _mask_options(args: argparse.Namespace) -> dict[str, object]:
+    return {
+        "cloud_model": args.cloud_model, "shadow_model": args.shadow_model, "cloud_thr": args.cloud_thr,
+        "shadow_thr": args.shadow_thr, "dilation": args.dilation, "min_area": args.min_area,
+        "use_product_mask": not args.no_product_mask, "in_memory": args.in_memory,
+        "inference_resolution": args.inference_resolution, "binary_mask": args.binary_mask,
+        "batch_size": args.batch_size,
+    }
+
+
 def _request_from_args(args: argparse.Namespace):  # noqa: ANN202
+    masks = _mask_options(args) if getattr(args, "cloud_model", None) is not None else None
     return make_request(
+        masks=masks,
         aoi=args.aoi, start=args.start, end=args.end, catalog=args.catalog, collection=args.collection,
         out_dir=args.out, run_id=args.run_id, bands=args.bands, resolution=args.resolution,
         upsampling=args.upsampling, crs=args.crs, min_tile_cover=args.min_tile_cover,
@@ -89,7 +120,12 @@ def cmd_preprocess(args: argparse.Namespace) -> int:
     print(f"Manifest: {os.path.join(run_dir, 'manifest.json')}")
     for a in manifest.acquisitions:
         if a.status == "completed":
-            print(f"  {a.id}  tiles {'+'.join(a.tiles)}  valid {a.valid_fraction:.1%}  -> {a.outputs['raster']}")
+            line = f"  {a.id}  tiles {'+'.join(a.tiles)}  valid {a.valid_fraction:.1%}  -> {a.outputs['raster']}"
+            if a.mask_fractions:
+                line += (f"  mask: cloud {a.mask_fractions['cloud']:.1%} shadow {a.mask_fractions['shadow']:.1%}"
+                         f" (product: cloud {a.product_mask_fractions['cloud']:.1%}"
+                         f" shadow {a.product_mask_fractions['shadow']:.1%})")
+            print(line)
         else:
             print(f"  {a.id}  FAILED: {a.error}")
     for s in manifest.skipped:
@@ -113,6 +149,27 @@ def cmd_search(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_models(args: argparse.Namespace) -> int:
+    """Print one line per registered model (and build s2cloudless's ONNX file if asked)."""
+    from s2core.registry import describe, get_card, models_dir, registered_cards
+
+    if args.build:
+        from s2core.s2cloudless_onnx import build_s2cloudless_onnx
+
+        card = get_card("s2cloudless")
+        path = card.path()
+        assert path is not None
+        build_s2cloudless_onnx(path)
+        print(f"built {path}")
+    for card in registered_cards().values():
+        print(describe(card))
+    user = sorted(p.name for p in models_dir().glob("*.onnx")
+                  if p.name not in {str(c.source.file) for c in registered_cards().values()})
+    for name in user:
+        print(f"{name}  [user ONNX file, FarmVibes convention: 12 bands; cloud softmax / shadow sigmoid]")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser of ``python -m s2core``."""
     parser = argparse.ArgumentParser(prog="python -m s2core", description="Sentinel-2 L2A preprocessing and masks.")
@@ -125,6 +182,13 @@ def build_parser() -> argparse.ArgumentParser:
     s = sub.add_parser("search", help="list the acquisitions a run would use (no pixels read)")
     _add_preprocess_args(s)
     s.set_defaults(func=cmd_search)
+    r = sub.add_parser("run", help="preprocess + cloud/shadow masks (the preprocess_s2_improved_masks workflow)")
+    _add_preprocess_args(r)
+    _add_mask_args(r)
+    r.set_defaults(func=cmd_preprocess)
+    m = sub.add_parser("models", help="list the registered cloud/shadow models")
+    m.add_argument("--build", action="store_true", help="(re)build models/s2cloudless.onnx from the s2cloudless package")
+    m.set_defaults(func=cmd_models)
     return parser
 
 
