@@ -14,7 +14,6 @@ from s2core.errors import InvalidParameter
 from s2core.inference import clear_sessions, patch_starts, ramp
 from s2core.masks import CLEAR, CLOUD, DEFECTIVE, NODATA, SHADOW, SNOW
 from s2core.merge import MergeParams, binary_mask, dilate, disk, merge_masks, remove_small_components
-from tests.test_models_registry import SIX, needs_rkh, rkh_six_bands
 
 CONV_BANDS = ["B02", "B03", "B04", "B08"]
 
@@ -97,18 +96,6 @@ def test_nodata_patches_are_skipped_and_stay_zero(conv_models: Path):
     assert res.stats[0].skipped >= 2
     assert not res.valid[:, 130:].any() and res.valid[:, :120].all()
     assert not res.cloud_prob[:, 128:].any() and res.cloud_prob[:, :128].min() > 0
-
-
-@needs_rkh
-def test_real_model_in_patches_has_no_seams():
-    image = rkh_six_bands(549)
-    res = predict(image, SIX, "ukis-csmask-6b-l2a", patch_size=256, overlap=32)
-    for prob in (res.cloud_prob, res.shadow_prob):
-        for axis in (0, 1):
-            starts = patch_starts(549, 256, 32)
-            jumps = np.abs(np.diff(prob, axis=axis)).mean(axis=1 - axis)
-            zone = np.r_[tuple(np.arange(nxt - 1, prev + 256) for prev, nxt in zip(starts, starts[1:]))]
-            assert jumps[zone].mean() < 1.5 * jumps.mean(), (axis, jumps[zone].mean(), jumps.mean())
 
 
 # ---------------------------------------------------------------------------------------------- merge
