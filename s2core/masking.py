@@ -195,8 +195,8 @@ def _to_grid(run: ModelRun, channel: int, grid: Grid, r0: int, r1: int) -> np.nd
     if run.factor == 1:
         return src[r0:r1]
     dst = np.full((r1 - r0, grid.width), np.nan, dtype=np.float32)
-    src_t = grid.transform * Affine.scale(run.factor)
-    dst_t = grid.transform * Affine.translation(0, r0)
+    src_t = grid.transform @ Affine.scale(run.factor)
+    dst_t = grid.transform @ Affine.translation(0, r0)
     reproject(src, dst, src_transform=src_t, src_crs=grid.rio_crs, dst_transform=dst_t, dst_crs=grid.rio_crs,
               src_nodata=np.nan, dst_nodata=np.nan, resampling=Resampling.bilinear)
     return dst
@@ -244,7 +244,7 @@ def mask_acquisition(
     """Run the models, write the probabilities and the merged mask of one acquisition."""
     runs = run_models(options, source, bands, grid, cancel=cancel,
                       on_progress=(lambda f, m: on_progress(0.9 * f, m)) if on_progress else None)
-    valid = product_mask != 0
+    valid = np.zeros(grid.shape, dtype=bool)
     cloud_hit = np.zeros(grid.shape, dtype=bool)
     shadow_hit = np.zeros(grid.shape, dtype=bool)
     common = dict(tags or {})
@@ -261,6 +261,7 @@ def mask_acquisition(
         for r0 in range(0, grid.height, STRIP_ROWS):
             r1 = min(grid.height, r0 + STRIP_ROWS)
             v = valid[r0:r1]
+            v[:] = source.rows(r0, r1, [0])[0] != 0  # the raster has data in all bands or none
             cloud = combined_probability(runs, "cloud", grid, r0, r1)
             shadow = combined_probability(runs, "shadow", grid, r0, r1)
             with np.errstate(invalid="ignore"):
@@ -269,7 +270,7 @@ def mask_acquisition(
             win = Window(0, r0, grid.width, r1 - r0)
             cds.write(quantize(cloud, v), 1, window=win)
             sds.write(quantize(shadow, v), 1, window=win)
-    merged = merge_flags(cloud_hit, shadow_hit, product_mask, params)
+    merged = merge_flags(cloud_hit, shadow_hit, product_mask, params, valid)
     del cloud_hit, shadow_hit
     classes = ";".join(f"{k}={v}" for k, v in MASK_CLASSES.items())
     write_cog(folder / "mask.tif", merged, grid, nodata=0, overview_resampling="nearest", predictor=1,

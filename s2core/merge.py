@@ -24,6 +24,7 @@ writes that one (1 masked, 0 clear, 255 nodata).
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Optional
 
 import cv2
 import numpy as np
@@ -88,21 +89,31 @@ def merge_masks(
     shadow_prob: np.ndarray,
     product_mask: np.ndarray,
     params: MergeParams = MergeParams(),
+    valid: Optional[np.ndarray] = None,
 ) -> np.ndarray:
     """The merged class mask (uint8, codes in the module docstring).
 
     ``cloud_prob`` and ``shadow_prob`` are float (NaN or anything where nodata); ``product_mask``
-    holds :mod:`s2core.masks` codes, 0 where the raster has no data.
+    holds :mod:`s2core.masks` codes. ``valid`` marks pixels where the raster has data (default:
+    where the product mask is not nodata); where the raster has data but the product mask has
+    none, the models alone decide.
     """
     with np.errstate(invalid="ignore"):
         cloud = cloud_prob > params.cloud_thr
         shadow = shadow_prob > params.shadow_thr
-    return merge_flags(cloud, shadow, product_mask, params)
+    return merge_flags(cloud, shadow, product_mask, params, valid)
 
 
-def merge_flags(cloud: np.ndarray, shadow: np.ndarray, product_mask: np.ndarray, params: MergeParams) -> np.ndarray:
+def merge_flags(
+    cloud: np.ndarray,
+    shadow: np.ndarray,
+    product_mask: np.ndarray,
+    params: MergeParams,
+    valid: Optional[np.ndarray] = None,
+) -> np.ndarray:
     """:func:`merge_masks` after thresholding: boolean model cloud / shadow maps."""
-    valid = product_mask != NODATA
+    if valid is None:
+        valid = product_mask != NODATA
     cloud = cloud & valid
     shadow = shadow & valid
     if params.use_product_mask:
@@ -111,7 +122,7 @@ def merge_flags(cloud: np.ndarray, shadow: np.ndarray, product_mask: np.ndarray,
     cloud_d = dilate(cloud, params.dilation) & valid
     shadow_d = dilate(shadow, params.dilation) & valid & ~cloud_d
     merged = np.where(valid, product_mask, NODATA).astype(np.uint8)
-    merged[(merged == CLOUD) | (merged == SHADOW)] = CLEAR  # product classes are re-decided above
+    merged[(merged == CLOUD) | (merged == SHADOW) | (valid & (merged == NODATA))] = CLEAR  # re-decided above
     merged[shadow_d] = SHADOW
     merged[cloud_d] = CLOUD
     if params.min_area > 0:

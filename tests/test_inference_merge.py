@@ -120,6 +120,10 @@ def test_merge_truth_table_without_dilation():
     assert no_product.tolist() == [[CLEAR, CLEAR]]
     nan = merge_masks(np.full((1, 1), np.nan), np.full((1, 1), np.nan), _pm([[CLEAR]]), p)
     assert nan.tolist() == [[CLEAR]]
+    # raster has data where the product mask has none: the models decide; no data stays nodata
+    edge = merge_masks(np.array([[0.9, 0.0, 0.9]]), np.zeros((1, 3)), _pm([[NODATA, NODATA, NODATA]]), p,
+                       valid=np.array([[True, True, False]]))
+    assert edge.tolist() == [[CLOUD, CLEAR, NODATA]]
 
 
 def test_merge_thresholds_move_the_decision():
