@@ -38,6 +38,8 @@ from s2core.request import MaskOptions
 
 log = logging.getLogger(__name__)
 
+#: GDAL block cache for the masks stage: strips are read once, so a large cache only costs memory.
+GDAL_CACHE_BYTES = 256 * 1024 * 1024
 PROB_SCALE = 250.0
 PROB_NODATA = 255
 STRIP_ROWS = 1024
@@ -242,6 +244,23 @@ def mask_acquisition(
     on_progress: Optional[Callable[[float, str], None]] = None,
 ) -> MaskResult:
     """Run the models, write the probabilities and the merged mask of one acquisition."""
+    with rasterio.Env(GDAL_CACHEMAX=GDAL_CACHE_BYTES):
+        return _mask_acquisition(options, source, product_mask, bands, grid, folder, tags=tags, cancel=cancel,
+                                 on_progress=on_progress)
+
+
+def _mask_acquisition(
+    options: MaskOptions,
+    source: RasterSource,
+    product_mask: np.ndarray,
+    bands: tuple[str, ...],
+    grid: Grid,
+    folder: Path,
+    *,
+    tags: Optional[dict[str, str]],
+    cancel: Optional[Callable[[], None]],
+    on_progress: Optional[Callable[[float, str], None]],
+) -> MaskResult:
     runs = run_models(options, source, bands, grid, cancel=cancel,
                       on_progress=(lambda f, m: on_progress(0.9 * f, m)) if on_progress else None)
     valid = np.zeros(grid.shape, dtype=bool)
@@ -270,8 +289,10 @@ def mask_acquisition(
             win = Window(0, r0, grid.width, r1 - r0)
             cds.write(quantize(cloud, v), 1, window=win)
             sds.write(quantize(shadow, v), 1, window=win)
+    for run in runs:  # inference-grid probabilities are no longer needed
+        run.probs = np.empty((0, 0, 0), dtype=np.float32)
     merged = merge_flags(cloud_hit, shadow_hit, product_mask, params, valid)
-    del cloud_hit, shadow_hit
+    del cloud_hit, shadow_hit, valid
     classes = ";".join(f"{k}={v}" for k, v in MASK_CLASSES.items())
     write_cog(folder / "mask.tif", merged, grid, nodata=0, overview_resampling="nearest", predictor=1,
               descriptions=["merged cloud/shadow mask"],

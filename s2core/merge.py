@@ -65,10 +65,11 @@ def disk(radius: int) -> np.ndarray:
 
 def dilate(mask: np.ndarray, radius: int) -> np.ndarray:
     """Binary dilation by a disk (OpenCV: fast and memory-light on whole tiles)."""
+    src = np.ascontiguousarray(mask, dtype=bool)
     if radius <= 0:
-        return mask.astype(bool)
-    out = cv2.dilate(mask.astype(np.uint8), disk(radius), borderType=cv2.BORDER_CONSTANT, borderValue=0)
-    return out.astype(bool)
+        return src.copy()
+    out = cv2.dilate(src.view(np.uint8), disk(radius), borderType=cv2.BORDER_CONSTANT, borderValue=0)
+    return out.view(bool)
 
 
 def remove_small_components(masked: np.ndarray, min_area: int) -> np.ndarray:
@@ -114,17 +115,28 @@ def merge_flags(
     """:func:`merge_masks` after thresholding: boolean model cloud / shadow maps."""
     if valid is None:
         valid = product_mask != NODATA
+    # full-size temporaries are freed as soon as possible: a 10980² tile is 120 MB per array
     cloud = cloud & valid
-    shadow = shadow & valid
     if params.use_product_mask:
         cloud |= product_mask == CLOUD
+    cloud_d = dilate(cloud, params.dilation)
+    del cloud
+    cloud_d &= valid
+    shadow = shadow & valid
+    if params.use_product_mask:
         shadow |= product_mask == SHADOW
-    cloud_d = dilate(cloud, params.dilation) & valid
-    shadow_d = dilate(shadow, params.dilation) & valid & ~cloud_d
-    merged = np.where(valid, product_mask, NODATA).astype(np.uint8)
-    merged[(merged == CLOUD) | (merged == SHADOW) | (valid & (merged == NODATA))] = CLEAR  # re-decided above
+    shadow_d = dilate(shadow, params.dilation)
+    del shadow
+    shadow_d &= valid
+    shadow_d &= ~cloud_d
+    merged = np.where(valid, product_mask, NODATA).astype(np.uint8, copy=False)
+    merged[merged == CLOUD] = CLEAR  # product classes are re-decided above
+    merged[merged == SHADOW] = CLEAR
+    merged[valid & (merged == NODATA)] = CLEAR
     merged[shadow_d] = SHADOW
+    del shadow_d
     merged[cloud_d] = CLOUD
+    del cloud_d
     if params.min_area > 0:
         masked = (merged == CLOUD) | (merged == SHADOW)
         cleaned = remove_small_components(masked, params.min_area) & valid

@@ -1,0 +1,128 @@
+"""Benchmark: peak memory and time of masking a full-size 12-band 10980 × 10980 raster.
+
+The raster is built once from real pixels: the 12 bands of 29RKH (../shared/data, a whole tile
+at 100 m) resampled to 1098² and repeated 10 × 10 onto a 10980² 10 m grid (uint16, tiled
+GeoTIFF, ~2.9 GB). The masks stage (``ukis-csmask-6b-l2a`` at its native 30 m, merge with an
+all-clear product mask, probability and mask COGs) then runs in a fresh process twice:
+``in_memory=False`` (strips read from the file) and ``in_memory=True`` (the whole raster read
+first). Peak resident memory is the child's ``ru_maxrss``.
+
+Run: ``python benchmarks/bench_masking_memory.py [--keep]`` (needs ~6 GB free disk, a few minutes).
+"""
+
+from __future__ import annotations
+
+import json
+import resource
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from tests.conftest import RKH  # noqa: E402
+
+BANDS = ("B01", "B02", "B03", "B04", "B05", "B06", "B07", "B08", "B8A", "B09", "B11", "B12")
+SIZE = 10980
+
+
+def build_raster(path: Path) -> None:
+    import rasterio
+    from rasterio.enums import Resampling
+    from rasterio.transform import from_origin
+    from rasterio.windows import Window
+
+    block = []
+    for b in BANDS:
+        with rasterio.open(RKH / f"{b}.tif") as ds:
+            block.append(ds.read(1, out_shape=(1098, 1098), resampling=Resampling.bilinear))
+    tile = np.stack(block)  # (12, 1098, 1098) real DN
+    tile[tile == 0] = 1
+    profile = {"driver": "GTiff", "width": SIZE, "height": SIZE, "count": len(BANDS), "dtype": "uint16",
+               "crs": "EPSG:32629", "transform": from_origin(199980, 3300000, 10, 10), "nodata": 0,
+               "tiled": True, "blockxsize": 512, "blockysize": 512, "BIGTIFF": "YES"}
+    with rasterio.open(path, "w", **profile) as dst:
+        strip = np.tile(tile, (1, 1, 10))
+        for k in range(10):
+            dst.write(strip, window=Window(0, k * 1098, SIZE, 1098))
+
+
+CHILD = r"""
+import json, resource, sys, time
+from pathlib import Path
+import numpy as np
+sys.path.insert(0, sys.argv[1])
+from s2core.grid import Grid
+from s2core.masking import ArraySource, FileSource, mask_acquisition
+from s2core.request import MaskOptions
+import rasterio
+src_path, out, in_memory = Path(sys.argv[2]), Path(sys.argv[3]), sys.argv[4] == "1"
+bands = tuple(sys.argv[5].split(","))
+t0 = time.perf_counter()
+with rasterio.open(src_path) as ds:
+    grid = Grid(ds.crs.to_string(), ds.transform, ds.width, ds.height)
+    source = ArraySource(ds.read()) if in_memory else None
+if source is None:
+    source = FileSource(src_path)
+product = np.ones(grid.shape, dtype=np.uint8)
+opts = MaskOptions(cloud_model=("ukis-csmask-6b-l2a",), shadow_model="ukis-csmask-6b-l2a", in_memory=in_memory)
+res = mask_acquisition(opts, source, product, bands, grid, out)
+print(json.dumps({"seconds": time.perf_counter() - t0,
+                  "peak_rss_gb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024 ** 2,
+                  "cloud": res.fractions["cloud"], "models": res.models}))
+"""
+
+
+def main() -> int:
+    if not (RKH / "B12.tif").exists():
+        print(f"skip: {RKH} not found (needs ../shared/data)")
+        return 0
+    keep = "--keep" in sys.argv
+    work = Path(tempfile.mkdtemp(prefix="s2core-mem-"))
+    raster = work / "raster_10980.tif"
+    t = time.perf_counter()
+    build_raster(raster)
+    print(f"built {raster.name}: 12 x {SIZE} x {SIZE} uint16 ({raster.stat().st_size / 1e9:.2f} GB) "
+          f"in {time.perf_counter() - t:.0f} s")
+    results = {}
+    for in_memory in (False, True):
+        out = work / ("mem" if in_memory else "stream")
+        proc = subprocess.run([sys.executable, "-c", CHILD, str(ROOT), str(raster), str(out), str(int(in_memory)),
+                               ",".join(BANDS)], capture_output=True, text=True)
+        if proc.returncode != 0:
+            print(proc.stderr[-2000:])
+            return 1
+        results[in_memory] = json.loads(proc.stdout.strip().splitlines()[-1])
+        r = results[in_memory]
+        m = r["models"]["ukis-csmask-6b-l2a"]
+        print(f"in_memory={str(in_memory):5}  peak RSS {r['peak_rss_gb']:.2f} GB  time {r['seconds']:.0f} s  "
+              f"({m['patches']} patches of 256² at {m['inference_resolution']:g} m; cloud {r['cloud']:.1%})")
+    same = all(
+        np.array_equal(_read(work / "stream" / n), _read(work / "mem" / n)) for n in ("mask.tif", "cloud_prob.tif")
+    )
+    off, on = results[False], results[True]
+    print(f"target with in_memory off: < 3 GB -> {'met' if off['peak_rss_gb'] < 3 else 'NOT met'}; "
+          f"in_memory on uses {on['peak_rss_gb'] / off['peak_rss_gb']:.1f}x the memory and takes "
+          f"{on['seconds'] / off['seconds']:.2f}x the time; identical outputs: {same}")
+    if not keep:
+        import shutil
+
+        shutil.rmtree(work)
+    _ = resource  # imported for readers: the child measures itself with resource.getrusage
+    return 0
+
+
+def _read(path: Path) -> np.ndarray:
+    import rasterio
+
+    with rasterio.open(path) as ds:
+        return ds.read(1)
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
