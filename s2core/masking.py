@@ -15,11 +15,12 @@ Outputs per acquisition: ``cloud_prob.tif`` and ``shadow_prob.tif`` (uint8, prob
 
 from __future__ import annotations
 
+import functools
 import logging
 import math
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable, Optional, Protocol
+from typing import Any, Callable, Optional, Protocol
 
 import numpy as np
 import rasterio
@@ -231,6 +232,18 @@ class MaskResult:
     models: dict[str, dict[str, object]]
 
 
+def _bounded_gdal_cache(fn: Callable[..., MaskResult]) -> Callable[..., MaskResult]:
+    """Run ``fn`` with GDAL's block cache bounded to :data:`GDAL_CACHE_BYTES`."""
+
+    @functools.wraps(fn)
+    def wrapper(*args: Any, **kwargs: Any) -> MaskResult:
+        with rasterio.Env(GDAL_CACHEMAX=GDAL_CACHE_BYTES):
+            return fn(*args, **kwargs)
+
+    return wrapper
+
+
+@_bounded_gdal_cache
 def mask_acquisition(
     options: MaskOptions,
     source: RasterSource,
@@ -244,23 +257,6 @@ def mask_acquisition(
     on_progress: Optional[Callable[[float, str], None]] = None,
 ) -> MaskResult:
     """Run the models, write the probabilities and the merged mask of one acquisition."""
-    with rasterio.Env(GDAL_CACHEMAX=GDAL_CACHE_BYTES):
-        return _mask_acquisition(options, source, product_mask, bands, grid, folder, tags=tags, cancel=cancel,
-                                 on_progress=on_progress)
-
-
-def _mask_acquisition(
-    options: MaskOptions,
-    source: RasterSource,
-    product_mask: np.ndarray,
-    bands: tuple[str, ...],
-    grid: Grid,
-    folder: Path,
-    *,
-    tags: Optional[dict[str, str]],
-    cancel: Optional[Callable[[], None]],
-    on_progress: Optional[Callable[[float, str], None]],
-) -> MaskResult:
     runs = run_models(options, source, bands, grid, cancel=cancel,
                       on_progress=(lambda f, m: on_progress(0.9 * f, m)) if on_progress else None)
     valid = np.zeros(grid.shape, dtype=bool)
