@@ -259,6 +259,8 @@ def mask_acquisition(
     """Run the models, write the probabilities and the merged mask of one acquisition."""
     runs = run_models(options, source, bands, grid, cancel=cancel,
                       on_progress=(lambda f, m: on_progress(0.9 * f, m)) if on_progress else None)
+    if cancel:
+        cancel()  # before any mask output is written
     valid = np.zeros(grid.shape, dtype=bool)
     cloud_hit = np.zeros(grid.shape, dtype=bool)
     shadow_hit = np.zeros(grid.shape, dtype=bool)

@@ -146,3 +146,26 @@ def test_cli_refuses_models_that_do_not_fit(tmp_path: Path, capsys: pytest.Captu
     assert not any(tmp_path.iterdir())  # refused before anything was written
     with pytest.raises(ModelBandsMissing):
         make_request(aoi=STRADDLE_WKT, start="2023-08-18", end="2023-08-18", bands="B04,B08", masks={})
+
+
+def test_progress_reports_the_masks_stage_and_cancel_stops_it(tmp_path: Path):
+    from s2core import CancelToken
+    from s2core.errors import Cancelled
+
+    req = make_request(aoi=STRADDLE_WKT, start="2023-08-10", end="2023-08-13", catalog=str(MAPCHETE_CATALOG),
+                       bands="B02,B03,B04,B08", resolution=120, out_dir=tmp_path, run_id="cancel", masks={})
+    token = CancelToken()
+    stages: list[str] = []
+
+    def progress(event) -> None:  # noqa: ANN001
+        stages.append(event.stage)
+        if event.stage == "masks":
+            token.cancel()  # cancel as soon as the first acquisition reaches the models
+
+    with pytest.raises(Cancelled):
+        preprocess(req, progress=progress, cancel=token)
+    assert "masks" in stages
+    manifest = load_manifest(tmp_path / "cancel")
+    assert manifest.status == "cancelled"
+    assert not manifest.acquisitions  # the interrupted acquisition is not presented as complete
+    assert not list((tmp_path / "cancel").rglob("mask.tif")) and not list((tmp_path / "cancel").rglob("*.part"))
