@@ -22,7 +22,7 @@ import math
 import os
 import threading
 from dataclasses import dataclass
-from typing import Callable, Iterator, Optional
+from typing import Callable, Optional
 
 import numpy as np
 
@@ -245,37 +245,47 @@ class EngineStats:
     pixels_run: int = 0
 
 
-def run_patches(
-    session: ModelSession,
-    read_rows: RowReader,
-    height: int,
-    width: int,
-    roles: tuple[str, ...],
-    sink: RowSink,
-    *,
-    patch: Optional[int] = None,
-    overlap: Optional[int] = None,
-    batch_size: int = 1,
-    cancel: Optional[Callable[[], None]] = None,
-    on_row: Optional[Callable[[int, int], None]] = None,
-) -> EngineStats:
+@dataclass
+class EngineJob:
+    """One model over one image: where rows come from, how big, which roles, where results go."""
+
+    session: ModelSession
+    read_rows: RowReader
+    height: int
+    width: int
+    roles: tuple[str, ...]
+    sink: RowSink
+
+
+@dataclass
+class EngineOptions:
+    """Engine settings; ``patch``, ``overlap`` and ``batch_size`` apply to patch models only."""
+
+    patch: Optional[int] = None
+    overlap: Optional[int] = None
+    batch_size: int = 1
+    cancel: Optional[Callable[[], None]] = None
+    on_row: Optional[Callable[[int, int], None]] = None
+
+
+def run_patches(job: EngineJob, opts: EngineOptions) -> EngineStats:
     """Run a patch model over an image of ``height`` × ``width``, one row of patches at a time."""
+    session, height, width = job.session, job.height, job.width
     card = session.card
-    size = choose_patch(card, session, height, width, patch)
-    ov = card.spatial.overlap if overlap is None else overlap
+    size = choose_patch(card, session, height, width, opts.patch)
+    ov = card.spatial.overlap if opts.overlap is None else opts.overlap
     ov = min(ov, size // 2)
     ys, xs = patch_starts(height, size, ov), patch_starts(width, size, ov)
     wy, wx = _axis_weights(ys, size, height), _axis_weights(xs, size, width)
-    k = len(roles)
     stats = EngineStats()
     acc_top = 0
-    acc = np.zeros((k, min(size, height), width), dtype=np.float32)
+    acc = np.zeros((len(job.roles), min(size, height), width), dtype=np.float32)
     wsum = np.zeros((min(size, height), width), dtype=np.float32)
     for row, y0 in enumerate(ys):
-        if cancel:
-            cancel()
+        if opts.cancel:
+            opts.cancel()
         y1 = min(y0 + size, height)
-        x_rows, valid_rows = read_rows(y0, y1)
+        x_rows, valid_rows = job.read_rows(y0, y1)
         jobs: list[tuple[int, np.ndarray]] = []
         for col, x0 in enumerate(xs):
             x1 = min(x0 + size, width)
@@ -283,10 +293,10 @@ def run_patches(
                 stats.skipped += 1
                 continue
             jobs.append((col, _pad_to(x_rows[:, :, x0:x1], size, size)))
-        for b in range(0, len(jobs), batch_size):
-            chunk = jobs[b:b + batch_size]
+        for b in range(0, len(jobs), opts.batch_size):
+            chunk = jobs[b:b + opts.batch_size]
             raw = session.run(np.stack([j[1] for j in chunk]))
-            probs = decode_output(card, raw, roles)
+            probs = decode_output(card, raw, job.roles)
             for (col, _), p in zip(chunk, probs):
                 x0 = xs[col]
                 x1 = min(x0 + size, width)
@@ -301,71 +311,45 @@ def run_patches(
         with np.errstate(invalid="ignore", divide="ignore"):
             out = acc[:, :n_done] / wsum[:n_done]
         out[:, ~valid_rows[:n_done]] = np.nan  # acc_top == y0, so these are rows [y0, done_to)
-        sink(acc_top, out)
-        # shift the accumulator so that it starts at the next row of patches
+        job.sink(acc_top, out)
+        # shift the accumulator in place so that it starts at the next row of patches
         keep = acc.shape[1] - n_done
-        new_acc = np.zeros_like(acc)
-        new_w = np.zeros_like(wsum)
-        new_acc[:, :keep] = acc[:, n_done:]
-        new_w[:keep] = wsum[n_done:]
-        acc, wsum, acc_top = new_acc, new_w, done_to
-        if on_row:
-            on_row(row + 1, len(ys))
+        acc[:, :keep] = acc[:, n_done:]
+        acc[:, keep:] = 0.0
+        wsum[:keep] = wsum[n_done:]
+        wsum[keep:] = 0.0
+        acc_top = done_to
+        if opts.on_row:
+            opts.on_row(row + 1, len(ys))
     return stats
 
 
-def run_pixels(
-    session: ModelSession,
-    read_rows: RowReader,
-    height: int,
-    width: int,
-    roles: tuple[str, ...],
-    sink: RowSink,
-    *,
-    rows_per_chunk: Optional[int] = None,
-    cancel: Optional[Callable[[], None]] = None,
-    on_row: Optional[Callable[[int, int], None]] = None,
-) -> EngineStats:
-    """Run a pixel model over the valid pixels, a strip of rows at a time."""
-    step = rows_per_chunk or max(1, 1_000_000 // max(1, width))
+def run_pixels(job: EngineJob, opts: EngineOptions, rows_per_chunk: Optional[int] = None) -> EngineStats:
+    """Run a pixel model over the valid pixels, a strip of about a million pixels at a time."""
+    step = rows_per_chunk or max(1, 1_000_000 // max(1, job.width))
     stats = EngineStats()
-    starts = list(range(0, height, step))
+    starts = list(range(0, job.height, step))
     for i, r0 in enumerate(starts):
-        if cancel:
-            cancel()
-        r1 = min(height, r0 + step)
-        x, valid = read_rows(r0, r1)
-        out = np.full((len(roles), r1 - r0, width), np.nan, dtype=np.float32)
+        if opts.cancel:
+            opts.cancel()
+        r1 = min(job.height, r0 + step)
+        x, valid = job.read_rows(r0, r1)
+        out = np.full((len(job.roles), r1 - r0, job.width), np.nan, dtype=np.float32)
         if valid.any():
             pixels = np.ascontiguousarray(x[:, valid].T)
-            raw = session.run(pixels)
-            probs = decode_output(session.card, raw, roles)  # (n, k)
+            raw = job.session.run(pixels)
+            probs = decode_output(job.session.card, raw, job.roles)  # (n, k)
             out[:, valid] = probs.T
             stats.pixels_run += pixels.shape[0]
         stats.patches += 1
-        sink(r0, out)
-        if on_row:
-            on_row(i + 1, len(starts))
+        job.sink(r0, out)
+        if opts.on_row:
+            opts.on_row(i + 1, len(starts))
     return stats
 
 
-def run_model(
-    session: ModelSession,
-    read_rows: RowReader,
-    height: int,
-    width: int,
-    roles: tuple[str, ...],
-    sink: RowSink,
-    **kwargs: object,
-) -> EngineStats:
-    """Dispatch to the patch or pixel engine according to the model card."""
-    if session.card.spatial.kind == "pixel":
-        kw = {k: v for k, v in kwargs.items() if k in ("cancel", "on_row")}
-        return run_pixels(session, read_rows, height, width, roles, sink, **kw)  # type: ignore[arg-type]
-    return run_patches(session, read_rows, height, width, roles, sink, **kwargs)  # type: ignore[arg-type]
-
-
-def iter_strips(height: int, step: int) -> Iterator[tuple[int, int]]:
-    """(r0, r1) strips of at most ``step`` rows covering ``[0, height)``."""
-    for r0 in range(0, height, step):
-        yield r0, min(height, r0 + step)
+def run_model(job: EngineJob, opts: EngineOptions = EngineOptions()) -> EngineStats:
+    """Run ``job`` with the patch or the pixel engine, as the model card says."""
+    if job.session.card.spatial.kind == "pixel":
+        return run_pixels(job, opts)
+    return run_patches(job, opts)

@@ -30,7 +30,7 @@ from rasterio.warp import reproject
 from rasterio.windows import Window
 
 from s2core.grid import Grid
-from s2core.inference import EngineStats, RowReader, get_session, prepare_input, run_model
+from s2core.inference import EngineJob, EngineOptions, EngineStats, RowReader, get_session, prepare_input, run_model
 from s2core.masks import MASK_CLASSES, class_fractions
 from s2core.merge import BINARY_NODATA, MergeParams, binary_mask, merge_flags
 from s2core.outputs import cog_strip_writer, write_cog
@@ -185,8 +185,9 @@ def run_models(
                 on_progress((k + done / total) / len(wanted), f"{name}: {done}/{total}")
 
         session = get_session(card)
-        stats = run_model(session, source_reader(card, source, index, factor), hi, wi, roles, sink,
-                          patch=options.patch_size, batch_size=options.batch_size, cancel=cancel, on_row=on_row)
+        job = EngineJob(session, source_reader(card, source, index, factor), hi, wi, roles, sink)
+        stats = run_model(job, EngineOptions(patch=options.patch_size, batch_size=options.batch_size,
+                                             cancel=cancel, on_row=on_row))
         log.info("%s at %g m: %d patches, %d skipped", name, grid.resolution * factor, stats.patches, stats.skipped)
         runs.append(ModelRun(card, roles, factor, probs, stats))
     return runs
@@ -255,13 +256,19 @@ def mask_acquisition(
     tags: Optional[dict[str, str]] = None,
     cancel: Optional[Callable[[], None]] = None,
     on_progress: Optional[Callable[[float, str], None]] = None,
+    valid: Optional[np.ndarray] = None,
 ) -> MaskResult:
-    """Run the models, write the probabilities and the merged mask of one acquisition."""
+    """Run the models, write the probabilities and the merged mask of one acquisition.
+
+    ``valid`` (bool (H, W): pixels where the raster has data) is read from ``source`` when not
+    given; the pipeline passes the one it already has from stacking.
+    """
     runs = run_models(options, source, bands, grid, cancel=cancel,
                       on_progress=(lambda f, m: on_progress(0.9 * f, m)) if on_progress else None)
     if cancel:
         cancel()  # before any mask output is written
-    valid = np.zeros(grid.shape, dtype=bool)
+    known_valid = valid is not None
+    valid = valid if valid is not None else np.zeros(grid.shape, dtype=bool)
     cloud_hit = np.zeros(grid.shape, dtype=bool)
     shadow_hit = np.zeros(grid.shape, dtype=bool)
     common = dict(tags or {})
@@ -278,7 +285,8 @@ def mask_acquisition(
         for r0 in range(0, grid.height, STRIP_ROWS):
             r1 = min(grid.height, r0 + STRIP_ROWS)
             v = valid[r0:r1]
-            v[:] = source.rows(r0, r1, [0])[0] != 0  # the raster has data in all bands or none
+            if not known_valid:
+                v[:] = source.rows(r0, r1, [0])[0] != 0  # the raster has data in all bands or none
             cloud = combined_probability(runs, "cloud", grid, r0, r1)
             shadow = combined_probability(runs, "shadow", grid, r0, r1)
             with np.errstate(invalid="ignore"):

@@ -189,6 +189,7 @@ def _run_masks(
         progress(ProgressEvent("masks", lo + (hi - lo) * fraction, f"{acquisition.date}: {message}", acquisition.id))
 
     check = cancel.raise_if_cancelled if cancel else None
+    valid = stack.data[0] != 0  # the stack has data in all bands or none
     if request.masks.in_memory:
         source: ArraySource | FileSource = ArraySource(stack.data)
     else:
@@ -196,7 +197,7 @@ def _run_masks(
         source = FileSource(folder / "raster.tif")
     try:
         return mask_acquisition(request.masks, source, stack.product_mask, request.bands, grid, folder,
-                                tags=tags, cancel=check, on_progress=on_progress)
+                                tags=tags, cancel=check, on_progress=on_progress, valid=valid)
     finally:
         if isinstance(source, FileSource):
             source.close()

@@ -18,7 +18,16 @@ import numpy as np
 
 from s2core.bands import normalize_band
 from s2core.errors import InvalidParameter
-from s2core.inference import EngineStats, ModelSession, RowReader, get_session, run_model
+from s2core.inference import (
+    EngineJob,
+    EngineOptions,
+    EngineStats,
+    ModelSession,
+    RowReader,
+    get_session,
+    prepare_input,
+    run_model,
+)
 from s2core.registry import ModelCard, get_card
 
 
@@ -41,7 +50,6 @@ def valid_pixels(image: np.ndarray) -> np.ndarray:
 
 def array_reader(card: ModelCard, image: np.ndarray, index: list[int], valid: np.ndarray) -> RowReader:
     """A row reader that prepares model input from an in-memory reflectance array, strip by strip."""
-    from s2core.inference import prepare_input
 
     def read(r0: int, r1: int) -> tuple[np.ndarray, np.ndarray]:
         x = prepare_input(card, image[index, r0:r1])
@@ -59,7 +67,7 @@ def run_on_array(
     bands: Sequence[str],
     valid: np.ndarray,
     roles: tuple[str, ...],
-    **engine: object,
+    options: EngineOptions = EngineOptions(),
 ) -> tuple[np.ndarray, EngineStats]:
     """Probabilities (len(roles), H, W), NaN where invalid, for one model on a reflectance array."""
     card = session.card
@@ -70,7 +78,8 @@ def run_on_array(
     def sink(r0: int, probs: np.ndarray) -> None:
         out[:, r0:r0 + probs.shape[1]] = probs
 
-    stats = run_model(session, array_reader(card, image, index, valid), height, width, roles, sink, **engine)
+    job = EngineJob(session, array_reader(card, image, index, valid), height, width, roles, sink)
+    stats = run_model(job, options)
     return out, stats
 
 
@@ -126,12 +135,12 @@ def predict(
     shadow_sum = np.zeros(arr.shape[1:], dtype=np.float32)
     n_cloud = n_shadow = 0
     stats: list[EngineStats] = []
-    engine = {"patch": patch_size, "overlap": overlap, "batch_size": batch_size}
+    engine = EngineOptions(patch=patch_size, overlap=overlap, batch_size=batch_size)
     for name in models:
         card = get_card(name, "cloud")
         session = get_session(card, providers)
         roles = card.roles
-        probs, st = run_on_array(session, arr, names, valid, roles, **engine)
+        probs, st = run_on_array(session, arr, names, valid, roles, engine)
         stats.append(st)
         for role, p in zip(roles, probs):
             if role == "cloud":
