@@ -1,0 +1,172 @@
+"""tiles_server.layers: what each layer reads, how it is drawn, and its legend.
+
+A layer is a fixed recipe over one output of an acquisition (``raster``, ``mask``, …). Clients
+choose a layer by name and may tune only the documented knobs (stretch, colormap, ``min``,
+opacity); they never send expressions or band indexes.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Literal, Optional
+
+import numpy as np
+from rio_tiler.colormap import cmap
+
+from s2core.masks import MASK_CLASSES
+
+LayerKind = Literal["composite", "index", "categorical", "continuous"]
+RGBA = tuple[int, int, int, int]
+
+#: Fill value for pixels outside the raster when a class layer also draws its nodata class.
+OUTSIDE = 254
+
+
+@dataclass(frozen=True)
+class CategoricalClass:
+    """One class of a categorical layer."""
+
+    value: int
+    label: str
+    color: RGBA
+
+
+@dataclass(frozen=True)
+class Layer:
+    """A drawable layer over one output role of an acquisition."""
+
+    name: str
+    title: str
+    role: str
+    kind: LayerKind
+    description: str
+    bands: tuple[str, ...] = ()
+    rescale: Optional[tuple[float, float]] = None
+    colormap: Optional[str] = None
+    classes: tuple[CategoricalClass, ...] = ()
+    draw_nodata: bool = False
+    scale: float = 1.0
+    nodata: Optional[int] = None
+    default_min: float = 0.0
+    unit: str = ""
+
+    def available(self, outputs: dict[str, str], bands: list[str]) -> bool:
+        """True when the acquisition has this layer's output and bands."""
+        return self.role in outputs and all(b in bands for b in self.bands)
+
+    def band_indexes(self, bands: list[str]) -> tuple[int, ...]:
+        """1-based indexes of this layer's bands in the raster (whose band order is ``bands``)."""
+        return tuple(bands.index(b) + 1 for b in self.bands) if self.bands else (1,)
+
+
+_CLEAR: RGBA = (0, 0, 0, 0)
+MASK_COLORS: dict[str, RGBA] = {
+    "nodata": (64, 64, 64, 160),
+    "clear": _CLEAR,
+    "cloud": (255, 212, 0, 255),
+    "shadow": (123, 63, 228, 255),
+    "snow": (0, 229, 255, 255),
+    "defective": (255, 23, 68, 255),
+}
+
+_MASK_CLASSES = tuple(CategoricalClass(code, name, MASK_COLORS[name]) for code, name in MASK_CLASSES.items())
+
+#: ESA's Scene Classification palette (as in SNAP).
+_SCL_CLASSES = tuple(CategoricalClass(v, label, color) for v, label, color in (
+    (0, "no data", (0, 0, 0, 160)),
+    (1, "saturated or defective", (255, 0, 0, 255)),
+    (2, "dark area pixels", (47, 47, 47, 255)),
+    (3, "cloud shadows", (100, 50, 0, 255)),
+    (4, "vegetation", (0, 160, 0, 255)),
+    (5, "not vegetated", (255, 230, 90, 255)),
+    (6, "water", (0, 0, 255, 255)),
+    (7, "unclassified", (128, 128, 128, 255)),
+    (8, "cloud medium probability", (192, 192, 192, 255)),
+    (9, "cloud high probability", (255, 255, 255, 255)),
+    (10, "thin cirrus", (100, 200, 255, 255)),
+    (11, "snow or ice", (255, 150, 255, 255)),
+))
+
+_BINARY_CLASSES = (
+    CategoricalClass(0, "clear", _CLEAR),
+    CategoricalClass(1, "cloud or shadow", MASK_COLORS["cloud"]),
+    CategoricalClass(255, "nodata", MASK_COLORS["nodata"]),
+)
+
+LAYERS: dict[str, Layer] = {layer.name: layer for layer in (
+    Layer("rgb", "True colour", "raster", "composite", "B04/B03/B02, reflectance stretched 0-0.3",
+          bands=("B04", "B03", "B02"), rescale=(0.0, 3000.0), unit="DN (reflectance x 10000)"),
+    Layer("falsecolor", "False colour (NIR)", "raster", "composite", "B08/B04/B03, vegetation in red",
+          bands=("B08", "B04", "B03"), rescale=(0.0, 4500.0), unit="DN (reflectance x 10000)"),
+    Layer("ndvi", "NDVI", "raster", "index", "(B08 - B04) / (B08 + B04)",
+          bands=("B08", "B04"), rescale=(-0.2, 0.9), colormap="rdylgn", unit="NDVI"),
+    Layer("scl", "Scene classification (SCL)", "scl", "categorical", "the product's SCL band",
+          classes=_SCL_CLASSES, draw_nodata=True, nodata=0),
+    Layer("product_mask", "Product mask (from SCL)", "product_mask", "categorical",
+          "SCL mapped to clear / cloud / shadow / snow / defective", classes=_MASK_CLASSES, draw_nodata=True, nodata=0),
+    Layer("mask", "Model mask (merged)", "mask", "categorical",
+          "model probabilities thresholded, merged with the product mask and dilated",
+          classes=_MASK_CLASSES, draw_nodata=True, nodata=0),
+    Layer("cloud_mask", "Binary cloud mask", "cloud_mask", "categorical",
+          "the reference's binary mask (1 = cloud or shadow)", classes=_BINARY_CLASSES, draw_nodata=True, nodata=255),
+    Layer("cloud_prob", "Cloud probability", "cloud_prob", "continuous", "model cloud probability",
+          colormap="magma", scale=250.0, nodata=255, default_min=0.05, unit="probability"),
+    Layer("shadow_prob", "Shadow probability", "shadow_prob", "continuous", "model shadow probability",
+          colormap="viridis", scale=250.0, nodata=255, default_min=0.05, unit="probability"),
+)}
+
+
+def hex_color(rgba: RGBA) -> str:
+    """``#rrggbb`` of an RGBA tuple."""
+    return "#{:02x}{:02x}{:02x}".format(*rgba[:3])
+
+
+def categorical_lut(layer: Layer, opacity: float) -> np.ndarray:
+    """A (256, 4) uint8 lookup table: class value -> RGBA; unknown values and OUTSIDE are transparent."""
+    lut = np.zeros((256, 4), dtype=np.uint8)
+    for c in layer.classes:
+        lut[c.value] = (*c.color[:3], round(c.color[3] * opacity))
+    lut[OUTSIDE] = 0
+    return lut
+
+
+def continuous_lut(layer: Layer, colormap: str, minimum: float, opacity: float) -> np.ndarray:
+    """A (256, 4) uint8 lookup table for a ``p x scale`` uint8 raster: transparent below ``minimum``."""
+    ramp = np.array([cmap.get(colormap)[i] for i in range(256)], dtype=np.float64)
+    values = np.arange(256) / layer.scale
+    idx = np.clip(np.round(values * 255), 0, 255).astype(int)
+    lut = ramp[idx].astype(np.uint8)
+    lut[:, 3] = np.where(values >= minimum, round(255 * opacity), 0)
+    lut[values > 1.0] = 0
+    if layer.nodata is not None:
+        lut[layer.nodata] = 0
+    return lut
+
+
+def colormap_stops(name: str, n: int = 11) -> list[list[object]]:
+    """``[[value, "#rrggbb"], …]`` from 0 to 1 for a legend gradient."""
+    ramp = cmap.get(name)
+    return [[round(i / (n - 1), 3), hex_color(tuple(int(v) for v in ramp[round(255 * i / (n - 1))]))]
+            for i in range(n)]
+
+
+def legend(layer: Layer, *, colormap: Optional[str] = None, minimum: Optional[float] = None,
+           rescale: Optional[tuple[float, float]] = None, bands: Optional[list[str]] = None) -> dict[str, object]:
+    """Legend data the app draws: classes with colours, or a gradient with its range."""
+    doc: dict[str, object] = {"layer": layer.name, "title": layer.title, "kind": layer.kind,
+                              "description": layer.description}
+    if layer.kind == "categorical":
+        doc["classes"] = [{"value": c.value, "label": c.label, "color": hex_color(c.color),
+                           "opacity": round(c.color[3] / 255, 3)} for c in layer.classes]
+    elif layer.kind == "continuous":
+        doc.update({"colormap": colormap or layer.colormap, "stops": colormap_stops(colormap or layer.colormap),
+                    "min": layer.default_min if minimum is None else minimum, "max": 1.0, "unit": layer.unit,
+                    "below_min": "transparent"})
+    elif layer.kind == "index":
+        lo, hi = rescale or layer.rescale
+        doc.update({"colormap": colormap or layer.colormap, "stops": colormap_stops(colormap or layer.colormap),
+                    "min": lo, "max": hi, "unit": layer.unit})
+    else:
+        lo, hi = rescale or layer.rescale
+        doc.update({"bands": list(layer.bands), "rescale": [lo, hi], "unit": layer.unit})
+    return doc

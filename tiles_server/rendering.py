@@ -1,0 +1,81 @@
+"""tiles_server.rendering: read a Web Mercator tile with rio-tiler and draw it as an RGBA PNG."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Optional
+
+import numpy as np
+import rasterio
+from morecantile import TileMatrixSet
+from rio_tiler.colormap import cmap
+from rio_tiler.io import Reader
+from rio_tiler.models import ImageData
+from rio_tiler.utils import render
+
+from tiles_server.layers import OUTSIDE, Layer, categorical_lut, continuous_lut
+
+#: GDAL settings for every read: no directory listing next to the file, a bounded block cache.
+READ_ENV = {"GDAL_DISABLE_READDIR_ON_OPEN": "EMPTY_DIR", "GDAL_CACHEMAX": 256}
+
+
+@dataclass(frozen=True)
+class Style:
+    """The knobs a client may turn (all optional; the layer's defaults apply)."""
+
+    rescale: Optional[tuple[float, float]] = None
+    colormap: Optional[str] = None
+    minimum: Optional[float] = None
+    opacity: float = 1.0
+
+
+def reader_options(layer: Layer) -> dict[str, object]:
+    """rio-tiler Reader options: class layers that draw nodata read it as data (outside = OUTSIDE)."""
+    return {"nodata": OUTSIDE} if layer.kind == "categorical" and layer.draw_nodata else {}
+
+
+def read_tile(layer: Layer, path: Path, bands: list[str], tms: TileMatrixSet,
+              x: int, y: int, z: int, tilesize: int) -> ImageData:
+    """The tile's pixels (nearest resampling, so class values and probabilities stay exact)."""
+    with rasterio.Env(**READ_ENV), Reader(str(path), tms=tms, options=reader_options(layer)) as src:
+        return src.tile(x, y, z, tilesize=tilesize, indexes=layer.band_indexes(bands))
+
+
+def _ramp(name: str) -> np.ndarray:
+    m = cmap.get(name)
+    return np.array([m[i] for i in range(256)], dtype=np.uint8)
+
+
+def _stretch(data: np.ndarray, lo: float, hi: float) -> np.ndarray:
+    scaled = (data.astype(np.float32) - lo) * (255.0 / (hi - lo))
+    return np.clip(np.round(scaled), 0, 255).astype(np.uint8)
+
+
+def draw(layer: Layer, image: ImageData, style: Style) -> np.ndarray:
+    """RGBA (4, H, W) uint8 for ``image`` drawn as ``layer`` with ``style``."""
+    data = np.asarray(image.array.data)
+    valid = image.mask > 0
+    alpha = np.where(valid, round(255 * style.opacity), 0).astype(np.uint8)
+    if layer.kind == "categorical":
+        values = np.where(valid, data[0], OUTSIDE).astype(np.uint8)
+        return np.moveaxis(categorical_lut(layer, style.opacity)[values], -1, 0)
+    if layer.kind == "continuous":
+        values = np.where(valid, data[0], layer.nodata if layer.nodata is not None else 255).astype(np.uint8)
+        minimum = layer.default_min if style.minimum is None else style.minimum
+        lut = continuous_lut(layer, style.colormap or layer.colormap, minimum, style.opacity)
+        return np.moveaxis(lut[values], -1, 0)
+    lo, hi = style.rescale or layer.rescale
+    if layer.kind == "index":
+        a, b = data[0].astype(np.float32), data[1].astype(np.float32)
+        total = a + b
+        index = np.divide(a - b, total, out=np.zeros_like(total), where=total != 0)
+        rgba = np.moveaxis(_ramp(style.colormap or layer.colormap)[_stretch(index, lo, hi)], -1, 0).copy()
+        rgba[3] = alpha
+        return rgba
+    return np.concatenate([_stretch(data, lo, hi), alpha[np.newaxis]])
+
+
+def png(rgba: np.ndarray) -> bytes:
+    """Encode RGBA as PNG with rio-tiler's encoder."""
+    return render(rgba[:3], mask=rgba[3], img_format="PNG")
