@@ -28,6 +28,8 @@ needs_shared = pytest.mark.skipif(
 
 #: AOI straddling tiles 33TWL (south) and 33TWM (north): neither covers it alone.
 STRADDLE_WKT = "POLYGON((15.9 45.9, 16.1 45.9, 16.1 46.1, 15.9 46.1, 15.9 45.9))"
+#: Both tiles, about 62 x 67 km: large enough for cloud statistics, 120 m pixels (the test data's own).
+WIDE_AOI = "POLYGON((15.6 45.75,16.4 45.75,16.4 46.35,15.6 46.35,15.6 45.75))"
 #: AOI inside 33TWM only.
 INSIDE_TWM_WKT = "POLYGON((15.9 46.3, 16.0 46.3, 16.0 46.4, 15.9 46.4, 15.9 46.3))"
 
@@ -92,3 +94,20 @@ def stac_api(asset_server: Any) -> Iterator[Any]:
     items = items_served_from(asset_server.url)
     with PgStacServer([collection], items) as server:
         yield server
+
+
+@pytest.fixture(scope="session")
+def masked_runs_root(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A runs root holding run ``wide``: the 5 mapchete-eo dates over :data:`WIDE_AOI` with masks
+    (binary mask too), as ``python -m s2core run`` writes it."""
+    if not MAPCHETE_CATALOG.exists():
+        pytest.skip(f"real Sentinel-2 test data not found at {SHARED}")
+    from s2core import make_request, preprocess
+
+    root = tmp_path_factory.mktemp("runs-root")
+    req = make_request(aoi=WIDE_AOI, start="2023-08-10", end="2023-08-20", catalog=str(MAPCHETE_CATALOG),
+                       bands="B02,B03,B04,B08", resolution=120, out_dir=root, run_id="wide", max_aoi_km2=10_000,
+                       min_tile_cover=0.5, masks={"binary_mask": True})
+    manifest = preprocess(req)
+    assert manifest.status == "completed", manifest.error
+    return root

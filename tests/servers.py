@@ -239,3 +239,52 @@ class PgStacServer:
         except Exception:  # noqa: BLE001
             pass
         shutil.rmtree(self.tmp, ignore_errors=True)
+
+
+class TilesServer:
+    """``python -m tiles_server --root ROOT`` in a subprocess on a free loopback port (the real CLI)."""
+
+    def __init__(self, root: Path, *extra_args: str) -> None:
+        self.root = Path(root)
+        self.port = free_port()
+        self.extra_args = extra_args
+        self.proc: Optional[subprocess.Popen] = None
+        self.log = tempfile.NamedTemporaryFile(prefix="tiles-server-", suffix=".log", delete=False)
+
+    @property
+    def url(self) -> str:
+        """Base URL, no trailing slash."""
+        return f"http://127.0.0.1:{self.port}"
+
+    def __enter__(self) -> "TilesServer":
+        import requests
+
+        cmd = [sys.executable, "-m", "tiles_server", "--root", str(self.root), "--port", str(self.port),
+               "--log-level", "warning", *self.extra_args]
+        self.proc = subprocess.Popen(cmd, stdout=self.log, stderr=subprocess.STDOUT,
+                                     cwd=Path(__file__).resolve().parents[1])
+        deadline = time.monotonic() + 60
+        while True:
+            if self.proc.poll() is not None:
+                raise RuntimeError(f"tiles_server exited: {Path(self.log.name).read_text()[-2000:]}")
+            try:
+                if requests.get(f"{self.url}/healthz", timeout=2).ok:
+                    return self
+            except requests.ConnectionError:
+                pass
+            if time.monotonic() > deadline:
+                self.__exit__()
+                raise RuntimeError("tiles_server did not start in 60 s")
+            time.sleep(0.2)
+
+    def output(self) -> str:
+        """What the server printed so far."""
+        return Path(self.log.name).read_text(errors="replace")
+
+    def __exit__(self, *exc: Any) -> None:
+        if self.proc and self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()

@@ -13,12 +13,10 @@ from s2core import load_manifest, make_request, preprocess
 from s2core.cli import main
 from s2core.errors import ModelBandsMissing
 from s2core.masks import CLOUD, NODATA, SHADOW
-from tests.conftest import MAPCHETE_CATALOG, STRADDLE_WKT, needs_shared
+from tests.conftest import MAPCHETE_CATALOG, STRADDLE_WKT, WIDE_AOI, needs_shared
 
 pytestmark = needs_shared
 
-#: Both tiles, about 62 x 67 km: large enough for cloud statistics, 120 m pixels (the test data's own).
-WIDE_AOI = "POLYGON((15.6 45.75,16.4 45.75,16.4 46.35,15.6 46.35,15.6 45.75))"
 CLOUDY, CLEAR_DATES = ("20230810", "20230818"), ("20230813", "20230815")
 
 

@@ -56,7 +56,7 @@ def _run_doc(entry: RunEntry) -> dict[str, Any]:
         })
     masks = m.parameters.get("masks") or {}
     return {
-        "run_id": m.run_id, "status": m.status, "created": m.created, "finished": m.finished,
+        "run_id": entry.run_id, "status": m.status, "created": m.created, "finished": m.finished,
         "bounds": list(entry.bounds) if entry.bounds else None,
         "bands": bands, "resolution": m.parameters.get("resolution"),
         "cloud_model": masks.get("cloud_model"), "shadow_model": masks.get("shadow_model"),

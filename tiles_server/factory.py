@@ -10,7 +10,7 @@ from __future__ import annotations
 import functools
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Annotated, Any, Literal, Optional
+from typing import Annotated, Any, Optional
 from urllib.parse import urlencode
 
 import numpy as np
@@ -64,6 +64,13 @@ def layer_source(request: Request, run_id: str, acquisition_id: str, layer: str)
         need = f" (needs bands {', '.join(spec.bands)})" if spec.bands else ""
         raise NotFound(f"layer {layer!r} is not available for {acquisition_id!r}{need}")
     return LayerSource(spec, store.file(run_id, acquisition_id, spec.role), bands, entry, acq)
+
+
+def tilesize_param(tilesize: Annotated[int, Query(description="Tile size in pixels: 256 or 512.")] = 256) -> int:
+    """The tile size (256 or 512 pixels)."""
+    if tilesize not in (256, 512):
+        raise BadRequestError(f"tilesize={tilesize}: use 256 or 512")
+    return tilesize
 
 
 def _rescale(value: Optional[str]) -> Optional[tuple[float, float]]:
@@ -160,7 +167,7 @@ class RunLayerTilerFactory(BaseFactory):
             z: int, x: int, y: int,
             src: Annotated[LayerSource, Depends(layer_source)],
             style: Annotated[Style, Depends(style_params)],
-            tilesize: Annotated[Literal[256, 512], Query(description="Tile size in pixels.")] = 256,
+            tilesize: Annotated[int, Depends(tilesize_param)],
         ) -> Response:
             if not 0 <= z <= MAX_ZOOM:
                 raise BadRequestError(f"zoom {z} is outside 0-{MAX_ZOOM}")
@@ -178,7 +185,7 @@ class RunLayerTilerFactory(BaseFactory):
             request: Request,
             src: Annotated[LayerSource, Depends(layer_source)],
             style: Annotated[Style, Depends(style_params)],
-            tilesize: Annotated[Literal[256, 512], Query(description="Tile size in pixels.")] = 256,
+            tilesize: Annotated[int, Depends(tilesize_param)],
             minzoom: Annotated[Optional[int], Query(ge=0, le=MAX_ZOOM)] = None,
             maxzoom: Annotated[Optional[int], Query(ge=0, le=MAX_ZOOM)] = None,
         ) -> dict[str, Any]:

@@ -1,0 +1,292 @@
+"""The tile server, started with ``python -m tiles_server`` on loopback over real s2core outputs."""
+
+from __future__ import annotations
+
+import io
+import json
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import morecantile
+import numpy as np
+import pytest
+import rasterio
+import requests
+from PIL import Image
+from pyproj import Transformer
+from rio_tiler.colormap import cmap
+
+from tests.conftest import ROOT, needs_shared
+from tests.servers import TilesServer, free_port
+
+pytestmark = needs_shared
+
+TMS = morecantile.tms.get("WebMercatorQuad")
+ALL_LAYERS = ("rgb", "falsecolor", "ndvi", "scl", "product_mask", "mask", "cloud_mask", "cloud_prob", "shadow_prob")
+APP_ORIGIN = "http://localhost:8501"
+
+
+@pytest.fixture(scope="module")
+def server(masked_runs_root: Path):
+    with TilesServer(masked_runs_root) as srv:
+        yield srv
+
+
+@pytest.fixture(scope="module")
+def run_doc(server: TilesServer) -> dict[str, Any]:
+    runs = requests.get(f"{server.url}/runs", timeout=30).json()
+    return next(r for r in runs if r["run_id"] == "wide")
+
+
+def _acq(run_doc: dict[str, Any], date: str) -> str:
+    return next(a["id"] for a in run_doc["acquisitions"] if a["id"].startswith(date))
+
+
+def _png(resp: requests.Response) -> np.ndarray:
+    assert resp.status_code == 200, resp.text
+    assert resp.headers["content-type"] == "image/png"
+    return np.asarray(Image.open(io.BytesIO(resp.content)).convert("RGBA"))
+
+
+def _homogeneous_pixel(arr: np.ndarray, value_test, r: int = 3) -> tuple[int, int]:
+    """(row, col) of a pixel whose (2r+1)^2 neighbourhood all passes ``value_test``."""
+    ok = value_test(arr)
+    h, w = ok.shape
+    for row in range(r, h - r):
+        for col in range(r, w - r):
+            if ok[row - r:row + r + 1, col - r:col + r + 1].all():
+                return row, col
+    raise AssertionError("no homogeneous pixel found")
+
+
+def _tile_position(path: Path, row: int, col: int, z: int) -> tuple[morecantile.Tile, int, int]:
+    """The Web Mercator tile holding raster pixel (row, col)'s centre and the pixel's place in it."""
+    with rasterio.open(path) as ds:
+        x, y = ds.xy(row, col)
+        lon, lat = Transformer.from_crs(ds.crs, "EPSG:4326", always_xy=True).transform(x, y)
+    tile = TMS.tile(lon, lat, z)
+    b = TMS.xy_bounds(tile)
+    mx, my = TMS.xy(lon, lat)
+    return tile, int((b.top - my) / (b.top - b.bottom) * 256), int((mx - b.left) / (b.right - b.left) * 256)
+
+
+def _read(path: Path, band: int = 1) -> np.ndarray:
+    with rasterio.open(path) as ds:
+        return ds.read(band)
+
+
+def _tile_url(server: TilesServer, acq: str, layer: str, tile: morecantile.Tile, query: str = "") -> str:
+    return f"{server.url}/runs/wide/{acq}/{layer}/tiles/{tile.z}/{tile.x}/{tile.y}.png{query}"
+
+
+# --------------------------------------------------------------------------- runs and TileJSON
+
+
+def test_health_and_runs_list_every_layer(server: TilesServer, run_doc: dict[str, Any], masked_runs_root: Path):
+    health = requests.get(f"{server.url}/healthz", timeout=10).json()
+    assert health["status"] == "ok" and health["root_exists"] is True
+    assert str(masked_runs_root) not in json.dumps(health)
+    manifest = json.loads((masked_runs_root / "wide" / "manifest.json").read_text())
+    assert [a["id"] for a in run_doc["acquisitions"]] == [a["id"] for a in manifest["acquisitions"]]
+    assert len(run_doc["acquisitions"]) == 5
+    for acq in run_doc["acquisitions"]:
+        assert acq["status"] == "completed"
+        assert sorted(acq["layers"]) == sorted(ALL_LAYERS)
+    w, s, e, n = run_doc["bounds"]
+    assert 15.5 < w < 15.7 and 16.3 < e < 16.5 and 45.6 < s < 45.8 and 46.3 < n < 46.5
+    one = requests.get(f"{server.url}/runs/wide", timeout=10).json()
+    assert one["run_id"] == "wide" and one["bands"] == ["B02", "B03", "B04", "B08"]
+
+
+def test_tilejson_for_every_layer(server: TilesServer, run_doc: dict[str, Any]):
+    acq = _acq(run_doc, "20230818")
+    for layer in ALL_LAYERS:
+        tj = requests.get(f"{server.url}/runs/wide/{acq}/{layer}/tilejson.json", params={"opacity": 0.7},
+                          timeout=10).json()
+        assert tj["tilejson"] == "3.0.0"
+        assert tj["tiles"] == [f"{server.url}/runs/wide/{acq}/{layer}/tiles/{{z}}/{{x}}/{{y}}.png?opacity=0.7"]
+        assert tj["bounds"] == pytest.approx(run_doc["bounds"], abs=1e-4)
+        w, s, e, n = tj["bounds"]
+        lon, lat, zoom = tj["center"]
+        assert w < lon < e and s < lat < n and tj["minzoom"] <= zoom <= tj["maxzoom"]
+        assert tj["legend"]["layer"] == layer
+
+
+def test_tiles_for_every_layer_are_rgba_pngs(server: TilesServer, run_doc: dict[str, Any]):
+    acq = _acq(run_doc, "20230818")
+    tj = requests.get(f"{server.url}/runs/wide/{acq}/rgb/tilejson.json", timeout=10).json()
+    lon, lat, _ = tj["center"]
+    tile = TMS.tile(lon, lat, 11)
+    for layer in ALL_LAYERS:
+        img = _png(requests.get(_tile_url(server, acq, layer, tile), timeout=30))
+        assert img.shape == (256, 256, 4)
+        if layer not in ("mask", "cloud_mask"):  # mask is all cloud/shadow here, others have colour variety
+            assert len(np.unique(img.reshape(-1, 4), axis=0)) > 2, layer
+    big = _png(requests.get(_tile_url(server, acq, "rgb", tile, "?tilesize=512"), timeout=30))
+    assert big.shape == (512, 512, 4)
+
+
+def test_tiles_outside_bounds_are_404(server: TilesServer, run_doc: dict[str, Any]):
+    acq = _acq(run_doc, "20230818")
+    for tile in (TMS.tile(0.0, 0.0, 12), TMS.tile(-120.0, 40.0, 8)):
+        resp = requests.get(_tile_url(server, acq, "mask", tile), timeout=10)
+        assert resp.status_code == 404 and "outside" in resp.json()["detail"]
+    assert requests.get(f"{server.url}/runs/wide/{acq}/mask/tiles/3/99/0.png", timeout=10).status_code == 404
+    assert requests.get(f"{server.url}/runs/wide/{acq}/mask/tiles/30/0/0.png", timeout=10).status_code == 400
+
+
+# --------------------------------------------------------------------------- colours at known pixels
+
+
+def test_mask_tiles_draw_cloud_in_the_legend_colour_and_clear_transparent(
+        server: TilesServer, run_doc: dict[str, Any], masked_runs_root: Path):
+    legend = requests.get(f"{server.url}/runs/wide/{_acq(run_doc, '20230815')}/mask/legend", timeout=10).json()
+    colours = {c["label"]: c for c in legend["classes"]}
+    assert colours["clear"]["opacity"] == 0 and colours["cloud"]["opacity"] == 1
+    cloud_rgb = tuple(int(colours["cloud"]["color"][i:i + 2], 16) for i in (1, 3, 5))
+    checked = set()
+    for date in ("20230810", "20230815"):
+        acq = _acq(run_doc, date)
+        for layer in ("mask", "product_mask"):
+            path = masked_runs_root / "wide" / acq / f"{layer}.tif"
+            arr = _read(path)
+            for code, name in ((2, "cloud"), (1, "clear")):
+                try:
+                    row, col = _homogeneous_pixel(arr, lambda a, c=code: a == c)
+                except AssertionError:
+                    continue
+                tile, ty, tx = _tile_position(path, row, col, 13)
+                px = _png(requests.get(_tile_url(server, acq, layer, tile), timeout=30))[ty, tx]
+                if name == "cloud":
+                    assert tuple(px[:3]) == cloud_rgb and px[3] == 255, (date, layer, px)
+                else:
+                    assert px[3] == 0, (date, layer, px)
+                checked.add(name)
+    assert checked == {"cloud", "clear"}
+
+
+def test_rgb_and_probability_tiles_follow_the_pixels(server: TilesServer, run_doc: dict[str, Any],
+                                                     masked_runs_root: Path):
+    acq = _acq(run_doc, "20230810")
+    folder = masked_runs_root / "wide" / acq
+    # rgb: red channel is B04 stretched 0..3000 DN -> 0..255
+    b04 = _read(folder / "raster.tif", 3)
+    row, col = _homogeneous_pixel(b04, lambda a: (a > 300) & (a < 2700), r=2)
+    tile, ty, tx = _tile_position(folder / "raster.tif", row, col, 13)
+    px = _png(requests.get(_tile_url(server, acq, "rgb", tile), timeout=30))[ty, tx]
+    assert abs(int(px[0]) - round(b04[row, col] / 3000 * 255)) <= 1 and px[3] == 255
+    half = _png(requests.get(_tile_url(server, acq, "rgb", tile, "?opacity=0.5"), timeout=30))[ty, tx]
+    assert half[3] == 128 and tuple(half[:3]) == tuple(px[:3])
+
+    prob = _read(folder / "cloud_prob.tif")
+    for test, minimum in ((lambda a: (a >= 200) & (a <= 250), 0.5), (lambda a: a < 50, 0.5)):
+        row, col = _homogeneous_pixel(prob, test, r=2)
+        tile, ty, tx = _tile_position(folder / "cloud_prob.tif", row, col, 13)
+        px = _png(requests.get(_tile_url(server, acq, "cloud_prob", tile, f"?min={minimum}"), timeout=30))[ty, tx]
+        p = prob[row, col] / 250
+        if p >= minimum:
+            expected = cmap.get("magma")[int(round(p * 255))]
+            assert tuple(px) == tuple(int(v) for v in expected), (p, px)
+        else:
+            assert px[3] == 0
+
+
+# --------------------------------------------------------------------------- statistics and agreement
+
+
+def test_statistics_are_exact_and_match_the_manifest(server: TilesServer, run_doc: dict[str, Any],
+                                                      masked_runs_root: Path):
+    for acq in run_doc["acquisitions"]:
+        stats = requests.get(f"{server.url}/runs/wide/{acq['id']}/mask/statistics", timeout=30).json()
+        assert stats["exact"] is True
+        for name in ("clear", "cloud", "shadow"):
+            assert stats["percent_of_valid"][name] == pytest.approx(100 * acq["mask_fractions"][name], abs=1e-3)
+        product = requests.get(f"{server.url}/runs/wide/{acq['id']}/product_mask/statistics", timeout=30).json()
+        assert product["percent_of_valid"]["cloud"] == pytest.approx(
+            100 * acq["product_mask_fractions"]["cloud"], abs=1e-3)
+    acq = _acq(run_doc, "20230818")
+    raw = _read(masked_runs_root / "wide" / acq / "cloud_prob.tif")
+    valid = raw[raw != 255] / 250
+    prob = requests.get(f"{server.url}/runs/wide/{acq}/cloud_prob/statistics", timeout=30).json()
+    assert prob["valid_pixels"] == valid.size
+    assert prob["mean"] == pytest.approx(float(valid.mean()), rel=1e-9)
+    assert prob["above"]["0.3"] == pytest.approx(100 * float((valid > 0.3).mean()), rel=1e-9)
+    assert sum(prob["histogram"]) == valid.size
+    rgb = requests.get(f"{server.url}/runs/wide/{acq}/rgb/statistics", timeout=30).json()
+    assert set(rgb["bands"]) == {"B04", "B03", "B02"} and rgb["bands"]["B04"]["p2"] < rgb["bands"]["B04"]["p98"]
+
+
+def test_agreement_is_the_confusion_of_model_and_product_masks(server: TilesServer, run_doc: dict[str, Any],
+                                                               masked_runs_root: Path):
+    acq = _acq(run_doc, "20230810")
+    doc = requests.get(f"{server.url}/runs/wide/{acq}/agreement", timeout=30).json()
+    model = _read(masked_runs_root / "wide" / acq / "mask.tif")
+    product = _read(masked_runs_root / "wide" / acq / "product_mask.tif")
+    both = (model != 0) & (product != 0)
+    assert doc["pixels"] == int(both.sum())
+    m, p = model[both] == 2, product[both] == 2
+    assert doc["iou"]["cloud"] == pytest.approx(float((m & p).sum() / (m | p).sum()), rel=1e-9)
+    assert doc["overall"] == pytest.approx(float((model[both] == product[both]).mean()), rel=1e-9)
+    assert doc["matrix"][doc["labels"].index("cloud")][doc["labels"].index("cloud")] == int((m & p).sum())
+
+
+# --------------------------------------------------------------------------- parameters and CORS
+
+
+@pytest.mark.parametrize("query, fragment", [
+    ("?colormap=not-a-map", "colorMaps"),
+    ("?rescale=abc", "rescale"),
+    ("?rescale=3000,0", "greater"),
+    ("?min=2", "min"),
+    ("?opacity=-1", "opacity"),
+    ("?tilesize=300", "tilesize"),
+])
+def test_bad_parameters_get_a_400_naming_them(server: TilesServer, run_doc: dict[str, Any], query: str,
+                                              fragment: str):
+    acq = _acq(run_doc, "20230818")
+    tj = requests.get(f"{server.url}/runs/wide/{acq}/ndvi/tilejson.json", timeout=10).json()
+    tile = TMS.tile(tj["center"][0], tj["center"][1], 11)
+    resp = requests.get(_tile_url(server, acq, "ndvi", tile, query), timeout=10)
+    assert resp.status_code == 400 and fragment in resp.json()["detail"], resp.text
+
+
+def test_unknown_ids_and_layers_are_404(server: TilesServer, run_doc: dict[str, Any]):
+    acq = _acq(run_doc, "20230818")
+    for path, fragment in ((f"/runs/nope/{acq}/rgb/tilejson.json", "no run"),
+                           (f"/runs/wide/20990101_S2A_R001/rgb/tilejson.json", "no acquisition"),
+                           (f"/runs/wide/{acq}/nope/tilejson.json", "unknown layer")):
+        resp = requests.get(server.url + path, timeout=10)
+        assert resp.status_code == 404 and fragment in resp.json()["detail"]
+
+
+def test_cors_allows_the_app_origin_only(server: TilesServer, run_doc: dict[str, Any]):
+    url = f"{server.url}/runs/wide/{_acq(run_doc, '20230818')}/mask/legend"
+    ok = requests.get(url, headers={"Origin": APP_ORIGIN}, timeout=10)
+    assert ok.headers.get("access-control-allow-origin") == APP_ORIGIN
+    other = requests.get(url, headers={"Origin": "http://evil.example"}, timeout=10)
+    assert "access-control-allow-origin" not in other.headers
+    pre = requests.options(url, headers={"Origin": APP_ORIGIN, "Access-Control-Request-Method": "GET"}, timeout=10)
+    assert pre.status_code == 200 and pre.headers.get("access-control-allow-origin") == APP_ORIGIN
+
+
+# --------------------------------------------------------------------------- the command line
+
+
+def test_cli_rejects_a_missing_root_and_a_busy_port(tmp_path: Path, server: TilesServer):
+    cmd = [sys.executable, "-m", "tiles_server", "--root", str(tmp_path / "nope"), "--port", str(free_port())]
+    res = subprocess.run(cmd, capture_output=True, text=True, cwd=ROOT, timeout=60)
+    assert res.returncode == 2 and "no such folder" in res.stderr and "Traceback" not in res.stderr
+    cmd = [sys.executable, "-m", "tiles_server", "--root", str(tmp_path), "--port", str(server.port)]
+    res = subprocess.run(cmd, capture_output=True, text=True, cwd=ROOT, timeout=60)
+    assert res.returncode == 2 and "choose another --port" in res.stderr
+
+
+def test_empty_root_lists_no_runs(tmp_path: Path):
+    with TilesServer(tmp_path) as srv:
+        assert requests.get(f"{srv.url}/runs", timeout=10).json() == []
+        shutil.rmtree(tmp_path)
+        assert requests.get(f"{srv.url}/runs", timeout=10).json() == []
+        assert requests.get(f"{srv.url}/healthz", timeout=10).json()["root_exists"] is False
