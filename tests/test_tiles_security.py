@@ -74,6 +74,13 @@ def trap_root(masked_runs_root: Path, tmp_path_factory: pytest.TempPathFactory) 
     doc["acquisitions"][0]["outputs"]["mask"] = "../../outside/secret.tif"
     doc["acquisitions"][0]["outputs"]["product_mask"] = str(secret_tif)
     doc["acquisitions"][0]["outputs"]["raster"] = f"file://{secret_tif}"
+    vrt = f'<VRTDataset rasterXSize="10" rasterYSize="10"><VRTRasterBand dataType="Byte" band="1"><SimpleSource>' \
+          f'<SourceFilename>{secret_tif}</SourceFilename><SourceBand>1</SourceBand></SimpleSource></VRTRasterBand>' \
+          f'</VRTDataset>'
+    (root / "tampered" / acq / "evil.vrt").write_text(vrt)
+    (root / "tampered" / acq / "evil.tif").write_text(vrt)
+    doc["acquisitions"][0]["outputs"]["cloud_prob"] = f"{acq}/evil.vrt"
+    doc["acquisitions"][0]["outputs"]["shadow_prob"] = f"{acq}/evil.tif"
     (root / "tampered" / "manifest.json").write_text(json.dumps(doc))
 
     shutil.copytree(root / "good", root / "linked")
@@ -156,14 +163,15 @@ def test_trap_runs_are_not_listed_and_not_served(server: TilesServer, trap_root:
     acq = trap_root["acq"]
     tile = _center_tile(server, acq)
     for run, layer in (("escape", "mask"), ("tampered", "mask"), ("tampered", "product_mask"),
-                       ("tampered", "rgb"), ("linked", "mask")):
+                       ("tampered", "rgb"), ("tampered", "cloud_prob"), ("tampered", "shadow_prob"),
+                       ("linked", "mask")):
         for suffix in ("tilejson.json", f"tiles/{tile.z}/{tile.x}/{tile.y}.png", "statistics"):
             resp = requests.get(f"{server.url}/runs/{run}/{acq}/{layer}/{suffix}", timeout=10)
             assert resp.status_code == 404, (run, layer, suffix, resp.status_code)
             _no_leak(resp.content, trap_root)
     # the untouched outputs of the tampered and linked runs are still served
     assert requests.get(f"{server.url}/runs/linked/{acq}/rgb/tilejson.json", timeout=10).status_code == 200
-    assert requests.get(f"{server.url}/runs/tampered/{acq}/cloud_prob/tilejson.json", timeout=10).status_code == 200
+    assert requests.get(f"{server.url}/runs/tampered/{acq}/scl/tilejson.json", timeout=10).status_code == 200
     assert requests.get(f"{server.url}/runs/linked/{acq}/agreement", timeout=10).status_code == 404
 
 

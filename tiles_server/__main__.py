@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import os
 import socket
 import sys
 from pathlib import Path
@@ -23,6 +24,8 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--cors-origin", action="append", dest="cors_origins", metavar="ORIGIN",
                    help="an origin allowed to fetch tiles from a browser; repeat for several "
                         f"(default: {', '.join(DEFAULT_CORS_ORIGINS)})")
+    p.add_argument("--cache-mb", default=512, type=int,
+                   help="GDAL block cache in MB shared by all requests (default 512; env GDAL_CACHEMAX wins)")
     p.add_argument("--log-level", default="info", choices=["critical", "error", "warning", "info", "debug"])
     return p
 
@@ -51,6 +54,7 @@ def main(argv: Optional[list[str]] = None) -> int:
     if problem:
         parser.exit(2, f"tiles_server: error: cannot listen on {args.host}:{args.port} ({problem}); "
                        "choose another --port or stop the process using it\n")
+    os.environ.setdefault("GDAL_CACHEMAX", str(args.cache_mb))  # process-wide block cache, read once by GDAL
     logging.basicConfig(level=args.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     settings = ServerSettings(root=root, cors_origins=tuple(args.cors_origins or DEFAULT_CORS_ORIGINS))
     uvicorn.run(create_app(settings), host=args.host, port=args.port, log_level=args.log_level)

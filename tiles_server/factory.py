@@ -14,14 +14,12 @@ from typing import Annotated, Any, Optional
 from urllib.parse import urlencode
 
 import numpy as np
-import rasterio
 from attrs import define
 from fastapi import Depends, Query, Request
 from morecantile import TileMatrixSet
 from morecantile import tms as default_tms
 from rio_tiler.colormap import cmap
 from rio_tiler.errors import TileOutsideBounds
-from rio_tiler.io import Reader
 from starlette.responses import JSONResponse, Response
 from titiler.core.errors import BadRequestError
 from titiler.core.factory import BaseFactory
@@ -29,7 +27,7 @@ from titiler.core.factory import BaseFactory
 from s2core.manifest import AcquisitionRecord
 from s2core.raster_stats import class_stats, probability_stats, value_counts
 from tiles_server.layers import LAYERS, Layer, legend
-from tiles_server.rendering import READ_ENV, Style, draw, png, read_tile
+from tiles_server.rendering import Style, draw, open_layer, png, read_tile
 from tiles_server.store import NotFound, RunEntry, RunStore
 
 TILE_CACHE_CONTROL = "public, max-age=3600"
@@ -109,7 +107,7 @@ def _exact_stats(path: str, mtime_ns: int, layer_name: str) -> dict[str, Any]:
 
 
 def _sampled_band_stats(src: LayerSource, max_size: int) -> dict[str, Any]:
-    with rasterio.Env(**READ_ENV), Reader(str(src.path)) as reader:
+    with open_layer(src.path) as reader:
         img = reader.preview(indexes=src.layer.band_indexes(src.bands), max_size=max_size)
         full = (img.height, img.width) == (reader.height, reader.width)
     data, valid = img.array.data.astype(np.float64), img.mask > 0
@@ -194,7 +192,7 @@ class RunLayerTilerFactory(BaseFactory):
             url = str(request.url_for("tile", run_id=src.run.run_id, acquisition_id=src.acquisition.id,
                                       layer=src.layer.name, z="{z}", x="{x}", y="{y}"))
             url = url.replace("%7B", "{").replace("%7D", "}") + (f"?{urlencode(qs)}" if qs else "")
-            with rasterio.Env(**READ_ENV), Reader(str(src.path), tms=self.tms) as reader:
+            with open_layer(src.path, self.tms) as reader:
                 w, s, e, n = reader.get_geographic_bounds(self.tms.rasterio_geographic_crs)
                 native_min, native_max = reader.minzoom, reader.maxzoom
             lo = native_min if minzoom is None else minzoom

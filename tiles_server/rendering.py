@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Optional
@@ -10,14 +12,18 @@ import numpy as np
 import rasterio
 from morecantile import TileMatrixSet
 from rio_tiler.colormap import cmap
+from rio_tiler.constants import WEB_MERCATOR_TMS
 from rio_tiler.io import Reader
 from rio_tiler.models import ImageData
 from rio_tiler.utils import render
 
 from tiles_server.layers import OUTSIDE, Layer, categorical_lut, continuous_lut
 
-#: GDAL settings for every read: no directory listing next to the file, a bounded block cache.
-READ_ENV = {"GDAL_DISABLE_READDIR_ON_OPEN": "EMPTY_DIR", "GDAL_CACHEMAX": 256}
+#: GDAL settings for every read: no directory listing next to the file. (The block cache size is
+#: process-wide, set once at start-up: changing it per request would flush the cache every time.)
+READ_ENV = {"GDAL_DISABLE_READDIR_ON_OPEN": "EMPTY_DIR"}
+#: zlib level of the PNGs: 1 encodes 3x faster than the default 6 for about 25 % more bytes.
+PNG_ZLEVEL = 1
 
 
 @dataclass(frozen=True)
@@ -35,10 +41,19 @@ def reader_options(layer: Layer) -> dict[str, object]:
     return {"nodata": OUTSIDE} if layer.kind == "categorical" and layer.draw_nodata else {}
 
 
+@contextmanager
+def open_layer(path: Path, tms: TileMatrixSet = WEB_MERCATOR_TMS,
+               options: Optional[dict[str, object]] = None) -> Iterator[Reader]:
+    """A rio-tiler Reader over ``path``, opened with the GeoTIFF driver only (no VRT, no network)."""
+    with rasterio.Env(**READ_ENV), rasterio.open(path, driver="GTiff") as ds, \
+            Reader(None, dataset=ds, tms=tms, options=options or {}) as reader:
+        yield reader
+
+
 def read_tile(layer: Layer, path: Path, bands: list[str], tms: TileMatrixSet,
               x: int, y: int, z: int, tilesize: int) -> ImageData:
     """The tile's pixels (nearest resampling, so class values and probabilities stay exact)."""
-    with rasterio.Env(**READ_ENV), Reader(str(path), tms=tms, options=reader_options(layer)) as src:
+    with open_layer(path, tms, reader_options(layer)) as src:
         return src.tile(x, y, z, tilesize=tilesize, indexes=layer.band_indexes(bands))
 
 
@@ -78,4 +93,4 @@ def draw(layer: Layer, image: ImageData, style: Style) -> np.ndarray:
 
 def png(rgba: np.ndarray) -> bytes:
     """Encode RGBA as PNG with rio-tiler's encoder."""
-    return render(rgba[:3], mask=rgba[3], img_format="PNG")
+    return render(rgba[:3], mask=rgba[3], img_format="PNG", ZLEVEL=PNG_ZLEVEL)

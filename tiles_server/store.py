@@ -22,11 +22,21 @@ from s2core.pipeline import MANIFEST_NAME
 
 log = logging.getLogger(__name__)
 
+TIFF_MAGIC = (b"II*\x00", b"MM\x00*", b"II+\x00", b"MM\x00+")
 ID_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,127}$")
 
 
 class NotFound(Exception):
     """A run, acquisition, layer or file that does not exist (or may not be served)."""
+
+
+def is_tiff(path: Path) -> bool:
+    """True when ``path`` starts like a (Big)TIFF: a VRT or any other format renamed ``.tif`` is refused."""
+    try:
+        with open(path, "rb") as fh:
+            return fh.read(4) in TIFF_MAGIC
+    except OSError:
+        return False
 
 
 def valid_id(value: str) -> bool:
@@ -117,11 +127,12 @@ class RunStore:
         raise NotFound(f"no acquisition {acquisition_id!r} in run {run_id!r}")
 
     def file(self, run_id: str, acquisition_id: str, role: str) -> Path:
-        """The output file ``role`` of an acquisition, resolved inside the run folder."""
+        """The output file ``role`` of an acquisition: a GeoTIFF resolved inside the run folder."""
         entry, acq = self.acquisition(run_id, acquisition_id)
         rel = acq.outputs.get(role)
         if rel:
             path = self._inside(entry.folder / rel)
-            if path is not None and path.is_relative_to(entry.folder) and path.is_file():
+            if (path is not None and path.is_relative_to(entry.folder) and path.is_file()
+                    and path.suffix.lower() in (".tif", ".tiff") and is_tiff(path)):
                 return path
         raise NotFound(f"no {role} output for {acquisition_id!r} in run {run_id!r}")
