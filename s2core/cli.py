@@ -141,7 +141,7 @@ def cmd_search(args: argparse.Namespace) -> int:
     acquisitions, skipped, n = plan(request)
     print(f"{n} item(s) found; {len(acquisitions)} acquisition(s) selected, {len(skipped)} skipped")
     for a in acquisitions:
-        cc = a.scenes[0].cloud_cover
+        cc = a.cloud_cover
         print(f"  {a.date}  {a.id}  tiles {'+'.join(a.tiles)}  coverage {a.coverage:.1%}"
               + (f"  cloud {cc:.1f}%" if cc is not None else ""))
     for s in skipped:

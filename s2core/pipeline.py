@@ -289,7 +289,7 @@ def preprocess(
             write_json(run_dir / MANIFEST_NAME, manifest.model_dump(mode="json"))
             last = manifest.acquisitions[-1] if manifest.acquisitions else None
             outcome = last.status if last is not None and last.id == acq.id else "skipped"
-            emit(ProgressEvent("read", span[1], f"{acq.date}: {outcome}", acq.id))
+            emit(ProgressEvent("read", span[1], f"{acq.date}: {outcome}", acq.id, outcome=outcome))
     except Cancelled as exc:
         manifest.status = "cancelled"
         manifest.error = str(exc)

@@ -18,12 +18,14 @@ class ProgressEvent:
         fraction: overall completion in [0, 1].
         message: a short human-readable line (e.g. ``"2023-08-15: read B04 (3/10)"``).
         acquisition: the acquisition id the event is about, if any.
+        outcome: set once an acquisition has ended: ``completed``, ``failed`` or ``skipped``.
     """
 
     stage: str
     fraction: float
     message: str
     acquisition: Optional[str] = None
+    outcome: Optional[str] = None
 
 
 ProgressCallback = Callable[[ProgressEvent], None]

@@ -47,6 +47,12 @@ class Acquisition:
         """The UTC day of the pass."""
         return self.datetime.date()
 
+    @property
+    def cloud_cover(self) -> Optional[float]:
+        """Mean product cloud cover (%) of the scenes used, None when no scene reports it."""
+        values = [s.cloud_cover for s in self.scenes if s.cloud_cover is not None]
+        return sum(values) / len(values) if values else None
+
 
 @dataclass(frozen=True)
 class SkippedDate:

@@ -6,7 +6,6 @@ import json
 from pathlib import Path
 
 from s2core.runs import list_runs
-from tests.conftest import ROOT
 
 
 def _fake_run(root: Path, run_id: str, created: str, statuses: list[str]) -> None:
@@ -26,16 +25,3 @@ def test_list_runs_newest_first_and_skips_broken(tmp_path: Path):
     assert [r.run_id for r in runs] == ["new", "old"]
     assert runs[0].completed == 1 and runs[0].failed == 1
     assert list_runs(tmp_path / "missing") == []
-
-
-def test_home_page_lists_runs(tmp_path: Path, monkeypatch):
-    from streamlit.testing.v1 import AppTest
-
-    _fake_run(tmp_path, "run-42", "2026-02-01T00:00:00Z", ["completed"])
-    monkeypatch.setenv("S2_RUNS_DIR", str(tmp_path))
-    at = AppTest.from_file(str(ROOT / "app.py"), default_timeout=60).run()
-    assert not at.exception
-    assert any("run-42" in m.value for m in at.markdown)
-    monkeypatch.setenv("S2_RUNS_DIR", str(tmp_path / "empty"))
-    at = AppTest.from_file(str(ROOT / "app.py"), default_timeout=60).run()
-    assert any("No run yet" in i.value for i in at.info)

@@ -1,0 +1,242 @@
+"""Run page: area, dates, catalog and parameters → search → run in the background, with progress."""
+
+from __future__ import annotations
+
+import datetime as dt
+import hashlib
+import json
+import tempfile
+from pathlib import Path
+from typing import Any, Optional
+
+import pandas as pd
+import streamlit as st
+from streamlit_folium import st_folium
+
+from pages.ui.context import job_manager, settings
+from pages.ui.maps import draw_map
+from pages.ui.widgets import show_error, status_label
+from s2core.aoi import AOI, parse_aoi
+from s2core.bands import L2A_BANDS
+from s2core.errors import InvalidAOI, InvalidParameter, S2CoreError
+from s2core.pipeline import plan
+from s2core.registry import registered_cards
+from s2core.request import PreprocessRequest, make_request
+
+CATALOGS = {"Planetary Computer": "pc", "Earth Search": "earth-search", "STAC API URL": None, "Local catalog": None}
+AOI_SOURCES = ("Draw on the map", "Upload a file", "Paste WKT or GeoJSON")
+
+st.set_page_config(page_title="New run · Sentinel-2", layout="wide")
+st.title("New run")
+ctx = settings()
+
+
+# --------------------------------------------------------------------------- 1. AOI
+def _aoi_input() -> Optional[Any]:
+    """What the user gave as AOI (geometry dict, file path or text), or None."""
+    source = st.radio("Area of interest from", AOI_SOURCES, horizontal=True, key="aoi_source")
+    if source == AOI_SOURCES[0]:
+        drawn = st.session_state.get("aoi_drawn")
+        out = st_folium(draw_map(drawn), height=420, use_container_width=True, key="aoi_map",
+                        returned_objects=["last_active_drawing"])
+        if out and out.get("last_active_drawing"):
+            drawn = out["last_active_drawing"].get("geometry")
+            st.session_state["aoi_drawn"] = drawn
+        st.caption("Draw a rectangle or polygon with the tools on the left of the map.")
+        return drawn
+    if source == AOI_SOURCES[1]:
+        up = st.file_uploader("GeoJSON, GeoPackage or zipped Shapefile (any CRS)",
+                              type=["geojson", "json", "gpkg", "zip"], key="aoi_file")
+        if up is None:
+            return None
+        folder = Path(tempfile.mkdtemp(prefix="aoi-"))
+        path = folder / Path(up.name).name
+        path.write_bytes(up.getvalue())
+        return path
+    text = st.text_area("WKT or GeoJSON (lon/lat, EPSG:4326)", key="aoi_text", height=120,
+                        placeholder="POLYGON((15.9 45.9, 16.1 45.9, 16.1 46.1, 15.9 46.1, 15.9 45.9))")
+    return text if text.strip() else None
+
+
+st.subheader("1. Area of interest")
+aoi_value = _aoi_input()
+aoi: Optional[AOI] = None
+if aoi_value is not None:
+    try:
+        aoi = parse_aoi(aoi_value)
+        w, s, e, n = aoi.unwrapped.bounds
+        st.success(f"AOI: {aoi.area_km2:,.1f} km² — bounds {w:.4f}, {s:.4f}, {e:.4f}, {n:.4f} "
+                   f"— output CRS {aoi.utm_crs.to_string()}")
+    except S2CoreError as exc:
+        show_error(exc)
+
+# --------------------------------------------------------------------------- 2. dates and catalog
+st.subheader("2. Dates and catalog")
+c1, c2 = st.columns(2)
+today = dt.date.today()
+start = c1.date_input("Start date", value=today - dt.timedelta(days=30), key="start")
+end = c2.date_input("End date", value=today, key="end")
+c1, c2 = st.columns(2)
+catalog_kind = c1.selectbox("Catalog", list(CATALOGS), key="catalog_kind")
+catalog: str = CATALOGS[catalog_kind] or ""
+pc_key: Optional[str] = None
+if catalog_kind == "STAC API URL":
+    catalog = c2.text_input("STAC API URL", key="catalog_url", placeholder="https://example.com/stac/v1")
+elif catalog_kind == "Local catalog":
+    catalog = c2.text_input("Catalog path (catalog.json, item collection, item or folder)", key="catalog_path")
+elif catalog_kind == "Planetary Computer":
+    pc_key = c2.text_input("Planetary Computer key (optional)", type="password", key="pc_key",
+                           help="Used only to sign asset URLs; never shown, logged or saved.") or None
+
+# --------------------------------------------------------------------------- 3. parameters
+st.subheader("3. Parameters")
+cards = registered_cards()
+cloud_names = ["auto"] + [n for n, c in cards.items() if "cloud" in c.roles and c.product_level == "L2A"]
+shadow_names = ["auto"] + [n for n, c in cards.items() if "shadow" in c.roles and c.product_level == "L2A"]
+with st.expander("Bands, grid and selection", expanded=False):
+    c1, c2, c3 = st.columns(3)
+    bands = c1.multiselect("bands", list(L2A_BANDS), default=list(L2A_BANDS), key="bands")
+    resolution = c2.number_input("resolution (m)", min_value=1.0, max_value=1000.0, value=10.0, step=10.0,
+                                 key="resolution")
+    dl_timeout = c3.number_input("dl_timeout (s)", min_value=1.0, value=120.0, step=10.0, key="dl_timeout",
+                                 help="Upper bound on each band read, retries included.")
+    c1, c2 = st.columns(2)
+    min_tile_cover = c1.slider("min_tile_cover", 0.05, 1.0, 0.99, 0.01, key="min_tile_cover",
+                               help="A date is kept only if its tiles cover at least this fraction of the AOI.")
+    max_tiles = c2.number_input("max_tiles_per_time (0 = no limit)", min_value=0, value=0, step=1, key="max_tiles")
+with st.expander("Cloud and shadow masks", expanded=True):
+    use_masks = st.checkbox("Compute model masks (cloud and shadow probabilities, merged mask)", value=True,
+                            key="use_masks")
+    c1, c2 = st.columns(2)
+    cloud_model = c1.multiselect("cloud_model (several = ensemble)", cloud_names, default=["auto"],
+                                 key="cloud_model", disabled=not use_masks,
+                                 help="'auto' picks the U-Net that matches the bands.")
+    shadow_model = c2.selectbox("shadow_model", shadow_names, key="shadow_model", disabled=not use_masks)
+    c1, c2, c3, c4 = st.columns(4)
+    cloud_thr = c1.slider("cloud_thr", 0.0, 1.0, 0.3, 0.01, key="cloud_thr", disabled=not use_masks)
+    shadow_thr = c2.slider("shadow_thr", 0.0, 1.0, 0.2, 0.01, key="shadow_thr", disabled=not use_masks)
+    dilation = c3.number_input("dilation (px)", min_value=0, max_value=50, value=5, key="dilation",
+                               disabled=not use_masks)
+    in_memory = c4.checkbox("in_memory", value=False, key="in_memory", disabled=not use_masks,
+                            help="Whole raster in memory for inference: faster, more memory.")
+
+
+def _request() -> PreprocessRequest:
+    """The request from the widgets; raises S2CoreError with what to change."""
+    if aoi_value is None:
+        raise InvalidAOI("No area of interest yet: draw a rectangle or polygon on the map, upload a file, "
+                         "or paste WKT/GeoJSON.")
+    if aoi is None:
+        raise InvalidAOI("The area of interest is not valid (see the message above): fix it first.")
+    if not catalog.strip():
+        raise InvalidParameter(f"No catalog given: enter the {catalog_kind} above.")
+    masks = None
+    if use_masks:
+        masks = {"cloud_model": list(cloud_model) or ["auto"], "shadow_model": shadow_model,
+                 "cloud_thr": cloud_thr, "shadow_thr": shadow_thr, "dilation": int(dilation), "in_memory": in_memory}
+    return make_request(
+        aoi=aoi, start=start, end=end, catalog=catalog.strip(), bands=list(bands) or "", resolution=resolution,
+        out_dir=ctx.runs_root, min_tile_cover=min_tile_cover, max_tiles_per_time=int(max_tiles) or None,
+        dl_timeout=dl_timeout, pc_key=pc_key, masks=masks,
+    )
+
+
+def _params_key(req: PreprocessRequest) -> str:
+    """A fingerprint of the public parameters (the key is never part of it)."""
+    return hashlib.sha256(json.dumps(req.public_params(), sort_keys=True, default=str).encode()).hexdigest()
+
+
+# --------------------------------------------------------------------------- 4. search
+st.subheader("4. Search")
+if st.button("Search", key="search", type="secondary"):
+    st.session_state.pop("plan", None)
+    try:
+        req = _request()
+        with st.spinner(f"Searching {catalog_kind}…"):
+            acquisitions, skipped, n_items = plan(req)
+        st.session_state["plan"] = {
+            "key": _params_key(req), "n_items": n_items, "ids": [a.id for a in acquisitions],
+            "rows": [{"date": str(a.date), "acquisition": a.id, "tiles": " + ".join(a.tiles),
+                      "product cloud %": None if a.cloud_cover is None else round(a.cloud_cover, 1),
+                      "AOI coverage %": round(100 * a.coverage, 1)} for a in acquisitions],
+            "skipped": [{"date": s.date, "acquisition": s.acquisition_id, "why": s.reason} for s in skipped],
+        }
+    except S2CoreError as exc:
+        show_error(exc)
+    except Exception as exc:  # noqa: BLE001 - shown as a message, logged with its trace
+        show_error(exc)
+
+current_plan = st.session_state.get("plan")
+plan_ok = False
+if current_plan:
+    try:
+        plan_ok = current_plan["key"] == _params_key(_request())
+    except S2CoreError:
+        plan_ok = False
+    if not plan_ok:
+        st.info("The parameters changed since the last search: search again before running.")
+    else:
+        n_sel, n_skip = len(current_plan["rows"]), len(current_plan["skipped"])
+        st.write(f"{current_plan['n_items']} item(s) found: **{n_sel} acquisition(s) will be processed**, "
+                 f"{n_skip} skipped.")
+        if current_plan["rows"]:
+            st.dataframe(pd.DataFrame(current_plan["rows"]), hide_index=True, width="stretch")
+        else:
+            st.warning("No acquisition covers the AOI well enough: lower min_tile_cover, raise "
+                       "max_tiles_per_time, or widen the dates.")
+        if current_plan["skipped"]:
+            with st.expander(f"Skipped ({n_skip}) and why"):
+                st.dataframe(pd.DataFrame(current_plan["skipped"]), hide_index=True, width="stretch")
+
+# --------------------------------------------------------------------------- 5. run
+st.subheader("5. Run")
+can_run = bool(plan_ok and current_plan and current_plan["rows"])
+if st.button("Run", key="run", type="primary", disabled=not can_run,
+             help=None if can_run else "Search first: the run uses the acquisitions the search lists."):
+    try:
+        job = job_manager().start(_request(), planned=tuple(current_plan["ids"]))
+        st.session_state["job_id"] = job.snapshot().job_id
+    except S2CoreError as exc:
+        show_error(exc)
+
+
+@st.fragment(run_every=1.0)
+def job_panel(job_id: str) -> None:
+    """Progress, per-acquisition status and cancel for one background job (refreshes every second)."""
+    job = job_manager().get(job_id)
+    if job is None:
+        return
+    snap = job.snapshot()
+    st.markdown(f"**Run {snap.run_id}** — {status_label(snap.status)} — {snap.elapsed:.0f} s")
+    st.progress(min(1.0, max(0.0, snap.fraction)), text=f"{snap.stage}: {snap.message}")
+    if snap.acquisitions:
+        st.dataframe(pd.DataFrame([{"acquisition": k, "status": status_label(v),
+                                    "last step": snap.acquisition_messages.get(k, "")}
+                                   for k, v in snap.acquisitions.items()]), hide_index=True,
+                     width="stretch")
+    if not snap.done:
+        if st.button("Cancel", key=f"cancel-{job_id}", disabled=snap.cancel_requested):
+            job.cancel()
+        return
+    if snap.status == "completed":
+        st.success(f"Done: outputs in {snap.run_dir}. Compare the masks or export the files.")
+    elif snap.status == "partial":
+        st.warning(snap.error or "Some acquisitions failed.")
+    elif snap.status == "cancelled":
+        st.warning(snap.error or "Cancelled.")
+    else:
+        st.error(snap.error or "The run failed.")
+    if snap.status in ("completed", "partial"):
+        c1, c2 = st.columns(2)
+        c1.page_link("pages/2_Compare.py", label="Compare masks", icon="🗺️")
+        c2.page_link("pages/3_Export.py", label="Export GeoTIFFs", icon="⬇️")
+
+
+job_id = st.session_state.get("job_id")
+if job_id is None:
+    running = job_manager().running()
+    job_id = running[0].snapshot().job_id if running else None
+if job_id:
+    job_panel(job_id)
+else:
+    st.caption("No run started in this session yet.")

@@ -1,0 +1,199 @@
+"""The Streamlit pages with Streamlit's AppTest: widgets, validation messages, a real run, compare, export."""
+
+from __future__ import annotations
+
+import datetime as dt
+import shutil
+import zipfile
+from pathlib import Path
+
+import pytest
+from streamlit.testing.v1 import AppTest
+
+from tests.conftest import MAPCHETE_CATALOG, ROOT, STRADDLE_WKT, needs_shared
+from tests.servers import free_port
+
+BOWTIE = "POLYGON((15.9 45.9, 16.1 46.1, 16.1 45.9, 15.9 46.1, 15.9 45.9))"
+
+
+@pytest.fixture
+def app_env(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    root = tmp_path / "runs"
+    root.mkdir()
+    monkeypatch.setenv("S2_RUNS_DIR", str(root))
+    monkeypatch.setenv("S2_TILES_PORT", str(free_port()))
+    return root
+
+
+def _page(name: str) -> AppTest:
+    return AppTest.from_file(str(ROOT / name), default_timeout=120)
+
+
+def _errors(at: AppTest) -> list[str]:
+    return [e.value for e in at.error]
+
+
+def _fill_run_page(at: AppTest, *, aoi: str | None = STRADDLE_WKT, start: str = "2023-08-10",
+                   end: str = "2023-08-20", catalog_kind: str = "Local catalog",
+                   catalog: str = str(MAPCHETE_CATALOG)) -> AppTest:
+    at.radio(key="aoi_source").set_value("Paste WKT or GeoJSON").run()
+    if aoi is not None:
+        at.text_area(key="aoi_text").input(aoi)
+    at.date_input(key="start").set_value(dt.date.fromisoformat(start))
+    at.date_input(key="end").set_value(dt.date.fromisoformat(end))
+    at.selectbox(key="catalog_kind").set_value(catalog_kind).run()
+    if catalog_kind == "Local catalog":
+        at.text_input(key="catalog_path").input(catalog)
+    elif catalog_kind == "STAC API URL":
+        at.text_input(key="catalog_url").input(catalog)
+    at.multiselect(key="bands").set_value(["B02", "B03", "B04", "B08"])
+    at.number_input(key="resolution").set_value(120.0)
+    return at.run()
+
+
+def _no_job_started(at: AppTest) -> None:
+    assert "job_id" not in at.session_state
+    assert at.button(key="run").disabled
+
+
+# --------------------------------------------------------------------------- home
+
+
+def test_home_lists_runs_and_starts_the_tile_server(app_env: Path):
+    (app_env / "run-42").mkdir()
+    (app_env / "run-42" / "manifest.json").write_text(
+        '{"run_id": "run-42", "status": "completed", "created": "2026-02-01T00:00:00Z", '
+        '"acquisitions": [{"id": "a", "status": "completed"}]}')
+    at = _page("app.py").run()
+    assert not at.exception
+    table = at.dataframe[0].value
+    assert list(table["run"]) == ["run-42"] and "completed" in table["status"][0]
+    assert any("Tile server up" in c.value for c in at.caption), [c.value for c in at.caption]
+
+
+def test_home_without_runs_says_how_to_start(app_env: Path):
+    at = _page("app.py").run()
+    assert any("No run yet" in i.value for i in at.info)
+
+
+# --------------------------------------------------------------------------- run page: bad input
+
+
+@needs_shared
+def test_search_without_aoi_says_to_draw_one(app_env: Path):
+    at = _fill_run_page(_page("pages/1_Run.py").run(), aoi=None)
+    at.button(key="search").click().run()
+    assert any("No area of interest yet" in e for e in _errors(at)), _errors(at)
+    _no_job_started(at)
+
+
+@needs_shared
+def test_invalid_polygon_is_explained(app_env: Path):
+    at = _fill_run_page(_page("pages/1_Run.py").run(), aoi=BOWTIE)
+    assert any("self-intersect" in e.lower() or "invalid" in e.lower() for e in _errors(at)), _errors(at)
+    at.button(key="search").click().run()
+    assert any("not valid" in e for e in _errors(at)), _errors(at)
+    _no_job_started(at)
+
+
+@needs_shared
+def test_end_before_start_is_explained(app_env: Path):
+    at = _fill_run_page(_page("pages/1_Run.py").run(), start="2023-08-20", end="2023-08-10")
+    at.button(key="search").click().run()
+    assert any("before the start date" in e for e in _errors(at)), _errors(at)
+    _no_job_started(at)
+
+
+def test_unreachable_stac_url_is_explained(app_env: Path):
+    at = _fill_run_page(_page("pages/1_Run.py").run(), catalog_kind="STAC API URL",
+                        catalog=f"http://127.0.0.1:{free_port()}/stac")
+    at.button(key="search").click().run()
+    errors = _errors(at)
+    assert errors and "127.0.0.1" in errors[0] and "Traceback" not in errors[0], errors
+    _no_job_started(at)
+
+
+@needs_shared
+def test_empty_search_is_explained(app_env: Path):
+    at = _fill_run_page(_page("pages/1_Run.py").run(), start="2019-01-01", end="2019-01-31")
+    at.button(key="search").click().run()
+    assert any("No Sentinel-2" in e or "no item" in e.lower() for e in _errors(at)), _errors(at)
+    _no_job_started(at)
+
+
+def test_planetary_computer_key_is_a_password_field(app_env: Path):
+    at = _page("pages/1_Run.py").run()
+    key_box = at.text_input(key="pc_key")
+    assert key_box.proto.type == key_box.proto.PASSWORD
+
+
+# --------------------------------------------------------------------------- run page: a real run
+
+
+@needs_shared
+def test_search_then_run_in_the_background(app_env: Path):
+    from pages.ui.context import job_manager
+
+    at = _fill_run_page(_page("pages/1_Run.py").run())
+    assert at.button(key="run").disabled  # no search yet
+    at.button(key="search").click().run()
+    assert not _errors(at), _errors(at)
+    table = at.dataframe[0].value
+    assert len(table) == 5 and set(table["tiles"]) == {"33TWL + 33TWM"}
+    at.button(key="run").click().run()
+    job_id = at.session_state["job_id"]
+    snap = job_manager().get(job_id).wait(timeout=300)
+    assert snap.status == "completed", snap.error
+    assert set(snap.acquisitions.values()) == {"completed"} and len(snap.acquisitions) == 5
+    assert (app_env / job_id / "manifest.json").exists()
+    at.run()
+    assert any("Done" in s.value for s in at.success)
+    # changing a parameter invalidates the search
+    at.slider(key="cloud_thr").set_value(0.5).run()
+    assert any("search again" in i.value for i in at.info) and at.button(key="run").disabled
+
+
+# --------------------------------------------------------------------------- compare and export
+
+
+@pytest.fixture
+def served_root(masked_runs_root: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    monkeypatch.setenv("S2_RUNS_DIR", str(masked_runs_root))
+    monkeypatch.setenv("S2_TILES_PORT", str(free_port()))
+    return masked_runs_root
+
+
+@needs_shared
+def test_compare_shows_agreement_and_chart(served_root: Path):
+    at = _page("pages/2_Compare.py").run()
+    assert not at.exception and not _errors(at), _errors(at)
+    metrics = {m.label: m.value for m in at.metric}
+    assert metrics["Overall agreement"].endswith("%")
+    assert 0 <= float(metrics["Cloud IoU"]) <= 1
+    percentages = at.dataframe[0].value
+    assert abs(percentages["model %"].sum() - 100) < 0.01 and abs(percentages["product %"].sum() - 100) < 0.01
+    charts = at.get("vega_lite_chart")
+    assert len(charts) == 1 and '"type": "line"' in charts[0].proto.spec
+    per_date = at.dataframe[-1].value
+    assert len(per_date) == 5 and per_date["model cloud %"].max() > 20 * per_date["model cloud %"].min()
+    at.selectbox(key="cmp_left").set_value("Cloud probability").run()
+    assert not at.exception and not _errors(at)
+
+
+@needs_shared
+def test_export_lists_files_and_zips_the_run(served_root: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
+    shutil.copytree(served_root / "wide", tmp_path / "runs" / "wide")
+    monkeypatch.setenv("S2_RUNS_DIR", str(tmp_path / "runs"))
+    at = _page("pages/3_Export.py").run()
+    assert not at.exception
+    table = at.dataframe[0].value
+    assert "manifest.json" in list(table["file"]) and (table["kind"] == "geotiff").sum() == 5 * 7
+    at.button(key="zip").click().run()
+    z = tmp_path / "runs" / "wide.zip"
+    assert z.exists()
+    with zipfile.ZipFile(z) as zf:
+        names = zf.namelist()
+    assert "wide/manifest.json" in names and sum(n.endswith(".tif") for n in names) == 35
+    labels = [b.proto.label for b in at.get("download_button")]
+    assert any(lb.startswith("Download wide.zip") for lb in labels), labels
+    assert any(lb.startswith("manifest.json") for lb in labels)
