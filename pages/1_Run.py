@@ -24,6 +24,8 @@ from s2core.registry import registered_cards
 from s2core.request import PreprocessRequest, make_request
 
 CATALOGS = {"Planetary Computer": "pc", "Earth Search": "earth-search", "STAC API URL": None, "Local catalog": None}
+BAND_PRESETS = {"all 12 bands": list(L2A_BANDS), "10 m bands: B02 B03 B04 B08": ["B02", "B03", "B04", "B08"],
+                "custom": None}
 AOI_SOURCES = ("Draw on the map", "Upload a file", "Paste WKT or GeoJSON")
 
 st.set_page_config(page_title="New run · Sentinel-2", layout="wide")
@@ -95,7 +97,9 @@ cloud_names = ["auto"] + [n for n, c in cards.items() if "cloud" in c.roles and 
 shadow_names = ["auto"] + [n for n, c in cards.items() if "shadow" in c.roles and c.product_level == "L2A"]
 with st.expander("Bands, grid and selection", expanded=False):
     c1, c2, c3 = st.columns(3)
-    bands = c1.multiselect("bands", list(L2A_BANDS), default=list(L2A_BANDS), key="bands")
+    preset = c1.selectbox("bands", list(BAND_PRESETS), key="band_preset")
+    bands = BAND_PRESETS[preset] or c1.multiselect("custom bands", list(L2A_BANDS), default=list(L2A_BANDS),
+                                                   key="bands")
     resolution = c2.number_input("resolution (m)", min_value=1.0, max_value=1000.0, value=10.0, step=10.0,
                                  key="resolution")
     dl_timeout = c3.number_input("dl_timeout (s)", min_value=1.0, value=120.0, step=10.0, key="dl_timeout",

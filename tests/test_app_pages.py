@@ -46,6 +46,7 @@ def _fill_run_page(at: AppTest, *, aoi: str | None = STRADDLE_WKT, start: str = 
         at.text_input(key="catalog_path").input(catalog)
     elif catalog_kind == "STAC API URL":
         at.text_input(key="catalog_url").input(catalog)
+    at.selectbox(key="band_preset").set_value("custom").run()
     at.multiselect(key="bands").set_value(["B02", "B03", "B04", "B08"])
     at.number_input(key="resolution").set_value(120.0)
     return at.run()
