@@ -21,7 +21,7 @@ from s2core.bands import L2A_BANDS
 from s2core.errors import InvalidAOI, InvalidParameter, S2CoreError
 from s2core.pipeline import plan
 from s2core.registry import registered_cards
-from s2core.request import PreprocessRequest, make_request
+from s2core.request import DEFAULT_MAX_AOI_KM2, PreprocessRequest, make_request
 
 CATALOGS = {"Planetary Computer": "pc", "Earth Search": "earth-search", "STAC API URL": None, "Local catalog": None}
 BAND_PRESETS = {"all 12 bands": list(L2A_BANDS), "10 m bands: B02 B03 B04 B08": ["B02", "B03", "B04", "B08"],
@@ -65,7 +65,7 @@ aoi_value = _aoi_input()
 aoi: Optional[AOI] = None
 if aoi_value is not None:
     try:
-        aoi = parse_aoi(aoi_value)
+        aoi = parse_aoi(aoi_value, max_km2=DEFAULT_MAX_AOI_KM2)
         w, s, e, n = aoi.unwrapped.bounds
         st.success(f"AOI: {aoi.area_km2:,.1f} km² — bounds {w:.4f}, {s:.4f}, {e:.4f}, {n:.4f} "
                    f"— output CRS {aoi.utm_crs.to_string()}")

@@ -97,6 +97,17 @@ def test_invalid_polygon_is_explained(app_env: Path):
     _no_job_started(at)
 
 
+def test_garbage_point_and_huge_aois_are_explained(app_env: Path):
+    at = _page("pages/1_Run.py").run()
+    at.radio(key="aoi_source").set_value("Paste WKT or GeoJSON").run()
+    for text, fragment in (("hello", "neither an existing vector file"),
+                           ('{"type": "Point", "coordinates": [16, 46]}', "not an area"),
+                           ("POLYGON((0 0, 60 0, 60 60, 0 60, 0 0))", "km²")):
+        at.text_area(key="aoi_text").input(text).run()
+        assert any(fragment in e for e in _errors(at)), (text, _errors(at))
+        assert not at.success
+
+
 @needs_shared
 def test_end_before_start_is_explained(app_env: Path):
     at = _fill_run_page(_page("pages/1_Run.py").run(), start="2023-08-20", end="2023-08-10")
