@@ -164,8 +164,16 @@ class PlanetaryComputerSigner:
         import planetary_computer
 
         self._pc = planetary_computer
+        self._key = pc_key
         if pc_key:
             planetary_computer.settings.set_subscription_key(pc_key)
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        """Re-created on a Dask worker with the same key (which is never logged)."""
+        return (PlanetaryComputerSigner, (self._key,))
+
+    def __repr__(self) -> str:
+        return f"PlanetaryComputerSigner(key={'given' if self._key else 'none'})"
 
     def __call__(self, href: str, force: bool = False) -> str:
         from planetary_computer import sas

@@ -57,6 +57,17 @@ def _add_mask_args(p: argparse.ArgumentParser) -> None:
     g.add_argument("--batch-size", type=int, default=1, help="patches per inference batch (default 1)")
 
 
+def _add_scale_args(p: argparse.ArgumentParser) -> None:
+    g = p.add_argument_group("scale out (Dask)")
+    g.add_argument("--scheduler", default=None,
+                   help="run acquisitions as Dask tasks: 'local' (a LocalCluster), 'local:N', or the address of a "
+                        "running scheduler such as tcp://10.0.0.5:8786 (default: in this process)")
+    g.add_argument("--workers", type=int, default=2, help="LocalCluster worker processes (default 2)")
+    g.add_argument("--batch", action="store_true",
+                   help="--aoi is a GeoJSON FeatureCollection: one run per feature (OUT/<run-id>-<feature>), "
+                        "all planned as one task graph")
+
+
 def _mask_options(args: argparse.Namespace) -> dict[str, object]:
     return {
         "cloud_model": args.cloud_model, "shadow_model": args.shadow_model, "cloud_thr": args.cloud_thr,
@@ -67,12 +78,14 @@ def _mask_options(args: argparse.Namespace) -> dict[str, object]:
     }
 
 
-def _request_from_args(args: argparse.Namespace):  # noqa: ANN202
+def _request_from_args(args: argparse.Namespace, **override: object):  # noqa: ANN202
     masks = _mask_options(args) if getattr(args, "cloud_model", None) is not None else None
+    kwargs: dict[str, object] = dict(aoi=args.aoi, run_id=args.run_id)
+    kwargs.update(override)
     return make_request(
         masks=masks,
-        aoi=args.aoi, start=args.start, end=args.end, catalog=args.catalog, collection=args.collection,
-        out_dir=args.out, run_id=args.run_id, bands=args.bands, resolution=args.resolution,
+        aoi=kwargs["aoi"], start=args.start, end=args.end, catalog=args.catalog, collection=args.collection,
+        out_dir=args.out, run_id=kwargs["run_id"], bands=args.bands, resolution=args.resolution,
         upsampling=args.upsampling, crs=args.crs, min_tile_cover=args.min_tile_cover,
         max_tiles_per_time=args.max_tiles_per_time, max_cloud_cover=args.max_cloud_cover,
         dl_timeout=args.dl_timeout, max_retries=args.max_retries, read_workers=args.read_workers,
@@ -104,16 +117,45 @@ def cmd_preprocess(args: argparse.Namespace) -> int:
     """Run preprocessing and print where the outputs are."""
     from s2core.pipeline import preprocess
 
+    if getattr(args, "batch", False):
+        return _cmd_batch(args)
     request = _request_from_args(args)
     bar = _Bar(enabled=not args.quiet)
     cancel = CancelToken()
     try:
-        manifest = preprocess(request, progress=bar, cancel=cancel)
+        manifest = preprocess(request, progress=bar, cancel=cancel, scheduler=args.scheduler, workers=args.workers)
     except KeyboardInterrupt:
         cancel.cancel()
         raise Cancelled("Interrupted: outputs already completed are kept.") from None
     finally:
         bar.close()
+    return _summary(request, manifest)
+
+
+def _cmd_batch(args: argparse.Namespace) -> int:
+    """One run per feature of a FeatureCollection, planned together."""
+    from s2core.batch import preprocess_batch, split_features
+    from s2core.pipeline import new_run_id
+
+    base = args.run_id or new_run_id()
+    requests = [_request_from_args(args, aoi=geom, run_id=f"{base}-{name}") for name, geom in split_features(args.aoi)]
+    bar = _Bar(enabled=not args.quiet)
+    try:
+        results = preprocess_batch(requests, progress=bar, scheduler=args.scheduler, workers=args.workers)
+    finally:
+        bar.close()
+    code = 0
+    for req, res in zip(requests, results):
+        if res.manifest is None:
+            print(f"Run {res.run_id}: not started: {res.error}")
+            code = 1
+        else:
+            code = max(code, _summary(req, res.manifest))
+    return code
+
+
+def _summary(request, manifest) -> int:  # noqa: ANN001
+    """Print where a run's outputs are; 0 when every acquisition completed, else 1."""
     run_dir = os.path.join(str(request.out_dir), manifest.run_id)
     done = [a for a in manifest.acquisitions if a.status == "completed"]
     print(f"Run {manifest.run_id}: {len(done)} acquisition(s) written to {run_dir}")
@@ -178,6 +220,7 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True)
     p = sub.add_parser("preprocess", help="AOI + dates -> analysis-ready rasters and product masks")
     _add_preprocess_args(p)
+    _add_scale_args(p)
     p.set_defaults(func=cmd_preprocess)
     s = sub.add_parser("search", help="list the acquisitions a run would use (no pixels read)")
     _add_preprocess_args(s)
@@ -185,6 +228,7 @@ def build_parser() -> argparse.ArgumentParser:
     r = sub.add_parser("run", help="preprocess + cloud/shadow masks (the preprocess_s2_improved_masks workflow)")
     _add_preprocess_args(r)
     _add_mask_args(r)
+    _add_scale_args(r)
     r.set_defaults(func=cmd_preprocess)
     m = sub.add_parser("models", help="list the registered cloud/shadow models")
     m.add_argument("--build", action="store_true", help="(re)build models/s2cloudless.onnx from the s2cloudless package")

@@ -88,6 +88,9 @@ class ModelSession:
         return self.session.run([self.output_name], {self.input_name: x})[0]  # type: ignore[attr-defined]
 
 
+_STATS = {"created": 0}
+
+
 def get_session(card: ModelCard, providers: Optional[list[str]] = None) -> ModelSession:
     """The cached session of a model (created on first use)."""
     provs = tuple(providers or default_providers())
@@ -98,7 +101,14 @@ def get_session(card: ModelCard, providers: Optional[list[str]] = None) -> Model
             return cached
         sess = _create_session(card, list(provs))
         _SESSIONS[key] = sess
+        _STATS["created"] += 1
         return sess
+
+
+def session_stats() -> dict[str, int]:
+    """How many sessions this process created and holds (one per model and providers)."""
+    with _LOCK:
+        return {"created": _STATS["created"], "cached": len(_SESSIONS)}
 
 
 def clear_sessions() -> None:

@@ -207,11 +207,112 @@ class _EmptyAcquisition(Exception):
     """An acquisition without a single valid pixel: skipped, not failed."""
 
 
+class RunState:
+    """One run in progress: its plan, grid, folder and manifest; records outcomes as they come."""
+
+    def __init__(self, request: PreprocessRequest, catalog: Catalog, emit: ProgressCallback) -> None:
+        self.request, self.catalog, self.emit = request, catalog, emit
+        self.bytes0, self.req0 = netstats.downloaded_bytes(), netstats.request_count()
+        self.t0 = time.monotonic()
+        emit(ProgressEvent("search", 0.01, f"Searching {catalog.name}"))
+        self.acquisitions, skipped, n_items = plan(request, catalog)
+        t_search = time.monotonic() - self.t0
+        if not self.acquisitions:
+            reasons = "; ".join(f"{s.date}: {s.reason}" for s in skipped[:5])
+            raise NoAcquisitionCovers(
+                f"{n_items} item(s) found but no acquisition covers the AOI well enough ({reasons}"
+                f"{'; …' if len(skipped) > 5 else ''}): lower min_tile_cover or raise max_tiles_per_time."
+            )
+        emit(ProgressEvent("select", 0.03, f"{len(self.acquisitions)} acquisition(s) to process, {len(skipped)} skipped"))
+        self.grid = output_grid(request.aoi, request.output_crs, request.resolution)
+        run_id = request.run_id or new_run_id()
+        self.run_dir = Path(request.out_dir) / run_id
+        if (self.run_dir / MANIFEST_NAME).exists():
+            raise InvalidParameter(f"Run folder {self.run_dir} already holds a run: choose another run_id or out_dir.")
+        self.run_dir.mkdir(parents=True, exist_ok=True)
+        self.manifest = Manifest(
+            run_id=run_id,
+            status="running",
+            created=_now(),
+            catalog=catalog.name,
+            parameters=request.public_params(),
+            grid=self.grid.to_dict(),
+            skipped=[SkippedRecord(date=s.date, acquisition_id=s.acquisition_id, reason=s.reason,
+                                   coverage=s.coverage, items=list(s.items)) for s in skipped],
+            items_found=n_items,
+            versions=library_versions(),
+            timings={"search_s": round(t_search, 3)},
+        )
+        write_json(self.run_dir / MANIFEST_NAME, self.manifest.model_dump(mode="json"))
+        self.first_error: Optional[S2CoreError] = None
+        self.done = 0
+
+    def span(self, k: int) -> tuple[float, float]:
+        """The share of overall progress of the ``k``-th acquisition."""
+        n = len(self.acquisitions)
+        return (0.05 + 0.93 * k / n, 0.05 + 0.93 * (k + 1) / n)
+
+    def record(self, acq: Acquisition, outcome: "AcquisitionRecord | BaseException") -> None:
+        """Add one acquisition's result (a record, or the exception it raised) and rewrite the manifest."""
+        m = self.manifest
+        if isinstance(outcome, AcquisitionRecord):
+            m.acquisitions.append(outcome)
+            status = outcome.status
+        elif isinstance(outcome, _EmptyAcquisition):
+            m.skipped.append(SkippedRecord(date=str(acq.date), acquisition_id=acq.id, reason=str(outcome),
+                                           coverage=acq.coverage, items=[s.id for s in acq.scenes]))
+            status = "skipped"
+        elif isinstance(outcome, S2CoreError):
+            log.error("acquisition %s failed: %s", acq.id, outcome)
+            self.first_error = self.first_error or outcome
+            m.acquisitions.append(_failed(acq, str(outcome)))
+            status = "failed"
+        else:
+            log.error("acquisition %s failed unexpectedly: %r", acq.id, outcome)
+            err = S2CoreError(f"{acq.id}: unexpected {type(outcome).__name__}: {outcome}")
+            self.first_error = self.first_error or err
+            m.acquisitions.append(_failed(acq, str(err)))
+            status = "failed"
+        m.acquisitions.sort(key=lambda a: (a.datetime, a.id))
+        _account(m, self.bytes0, self.req0, self.t0)
+        write_json(self.run_dir / MANIFEST_NAME, m.model_dump(mode="json"))
+        self.done += 1
+        self.emit(ProgressEvent("read", self.span(self.done - 1)[1], f"{acq.date}: {status}", acq.id, outcome=status))
+
+    def cancelled(self, exc: Cancelled) -> None:
+        """Record a cancellation."""
+        self.manifest.status = "cancelled"
+        self.manifest.error = str(exc)
+        _finish(self.manifest, self.run_dir, self.bytes0, self.req0, self.t0)
+
+    def finish(self, raise_errors: bool = True) -> Manifest:
+        """Final status; raises the first error when every acquisition failed (if ``raise_errors``)."""
+        m = self.manifest
+        completed = [a for a in m.acquisitions if a.status == "completed"]
+        failed = [a for a in m.acquisitions if a.status == "failed"]
+        m.status = "completed" if not failed else ("partial" if completed else "failed")
+        if not completed and not failed:
+            m.status = "failed"
+            m.error = "Every selected acquisition was empty inside the AOI (orbit-edge nodata): widen the date range."
+        elif m.status == "failed" and self.first_error is not None:
+            m.error = str(self.first_error)
+        _finish(m, self.run_dir, self.bytes0, self.req0, self.t0)
+        self.emit(ProgressEvent("done", 1.0, f"{len(completed)} acquisition(s) written to {self.run_dir}"))
+        if raise_errors and m.status == "failed":
+            if self.first_error is not None:
+                raise self.first_error
+            raise NoAcquisitionCovers(m.error or "no acquisition written")
+        return m
+
+
 def preprocess(
     request: PreprocessRequest,
     progress: Optional[ProgressCallback] = None,
     cancel: Optional[CancelToken] = None,
     catalog: Optional[Catalog] = None,
+    *,
+    scheduler: "str | object | None" = None,
+    workers: int = 2,
 ) -> Manifest:
     """Run the preprocessing: one analysis-ready raster and product mask per acquisition.
 
@@ -220,95 +321,49 @@ def preprocess(
     failed and the others go on; if *every* acquisition fails, the first error is raised
     after the manifest is written.
 
+    ``scheduler`` runs the acquisitions as Dask tasks: ``"local"`` (a LocalCluster of
+    ``workers`` processes), ``"tcp://host:port"`` (an existing scheduler) or a
+    ``distributed.Client``. Without it they run in this process, one after the other.
+
     Raises:
         S2CoreError: bad input, catalog problems, nothing to process, all reads failing,
             or :class:`~s2core.errors.Cancelled`.
     """
     emit = progress or null_progress
     cancel = cancel or CancelToken()
+    if isinstance(scheduler, str):
+        from s2core.cluster import parse_scheduler
+
+        parse_scheduler(scheduler, workers)  # a bad value is refused before anything is written
     netstats.enable()
-    bytes0, req0 = netstats.downloaded_bytes(), netstats.request_count()
-    t0 = time.monotonic()
     catalog = catalog or _open(request)
-    emit(ProgressEvent("search", 0.01, f"Searching {catalog.name}"))
-    acquisitions, skipped, n_items = plan(request, catalog)
-    t_search = time.monotonic() - t0
-    if not acquisitions:
-        reasons = "; ".join(f"{s.date}: {s.reason}" for s in skipped[:5])
-        raise NoAcquisitionCovers(
-            f"{n_items} item(s) found but no acquisition covers the AOI well enough ({reasons}"
-            f"{'; …' if len(skipped) > 5 else ''}): lower min_tile_cover or raise max_tiles_per_time."
-        )
-    emit(ProgressEvent("select", 0.03, f"{len(acquisitions)} acquisition(s) to process, {len(skipped)} skipped"))
-    grid = output_grid(request.aoi, request.output_crs, request.resolution)
-    run_id = request.run_id or new_run_id()
-    run_dir = Path(request.out_dir) / run_id
-    if (run_dir / MANIFEST_NAME).exists():
-        raise InvalidParameter(f"Run folder {run_dir} already holds a run: choose another run_id or out_dir.")
-    run_dir.mkdir(parents=True, exist_ok=True)
-    manifest = Manifest(
-        run_id=run_id,
-        status="running",
-        created=_now(),
-        catalog=catalog.name,
-        parameters=request.public_params(),
-        grid=grid.to_dict(),
-        skipped=[SkippedRecord(date=s.date, acquisition_id=s.acquisition_id, reason=s.reason,
-                               coverage=s.coverage, items=list(s.items)) for s in skipped],
-        items_found=n_items,
-        versions=library_versions(),
-        timings={"search_s": round(t_search, 3)},
-    )
-    write_json(run_dir / MANIFEST_NAME, manifest.model_dump(mode="json"))
-    first_error: Optional[S2CoreError] = None
-    n = len(acquisitions)
+    run = RunState(request, catalog, emit)
     try:
-        for k, acq in enumerate(acquisitions):
-            cancel.raise_if_cancelled()
-            span = (0.05 + 0.93 * k / n, 0.05 + 0.93 * (k + 1) / n)
-            emit(ProgressEvent("read", span[0], f"{acq.date}: reading {len(acq.scenes)} tile(s)", acq.id))
-            try:
-                record = process_acquisition(request, acq, grid, run_dir, sign=catalog.sign, cancel=cancel,
-                                             progress=emit, fraction=span)
-                manifest.acquisitions.append(record)
-            except Cancelled:
-                raise
-            except _EmptyAcquisition as exc:
-                manifest.skipped.append(SkippedRecord(date=str(acq.date), acquisition_id=acq.id, reason=str(exc),
-                                                      coverage=acq.coverage, items=[s.id for s in acq.scenes]))
-            except S2CoreError as exc:
-                log.error("acquisition %s failed: %s", acq.id, exc)
-                first_error = first_error or exc
-                manifest.acquisitions.append(_failed(acq, str(exc)))
-            except Exception as exc:  # noqa: BLE001 - one bad acquisition must not lose the others
-                log.exception("acquisition %s failed unexpectedly", acq.id)
-                err = S2CoreError(f"{acq.id}: unexpected {type(exc).__name__}: {exc}")
-                first_error = first_error or err
-                manifest.acquisitions.append(_failed(acq, str(err)))
-            _account(manifest, bytes0, req0, t0)
-            write_json(run_dir / MANIFEST_NAME, manifest.model_dump(mode="json"))
-            last = manifest.acquisitions[-1] if manifest.acquisitions else None
-            outcome = last.status if last is not None and last.id == acq.id else "skipped"
-            emit(ProgressEvent("read", span[1], f"{acq.date}: {outcome}", acq.id, outcome=outcome))
+        if scheduler is None:
+            for k, acq in enumerate(run.acquisitions):
+                cancel.raise_if_cancelled()
+                emit(ProgressEvent("read", run.span(k)[0], f"{acq.date}: reading {len(acq.scenes)} tile(s)", acq.id))
+                try:
+                    outcome: "AcquisitionRecord | BaseException" = process_acquisition(
+                        request, acq, run.grid, run.run_dir, sign=catalog.sign, cancel=cancel, progress=emit,
+                        fraction=run.span(k))
+                except Cancelled:
+                    raise
+                except Exception as exc:  # noqa: BLE001 - recorded; one bad acquisition must not lose the others
+                    if not isinstance(exc, S2CoreError):
+                        log.exception("acquisition %s failed unexpectedly", acq.id)
+                    outcome = exc
+                run.record(acq, outcome)
+        else:
+            from s2core.cluster import cluster_client, run_on_cluster
+
+            with cluster_client(scheduler, workers) as client:
+                for _, acq, outcome in run_on_cluster(client, [run], cancel, emit):
+                    run.record(acq, outcome)
     except Cancelled as exc:
-        manifest.status = "cancelled"
-        manifest.error = str(exc)
-        _finish(manifest, run_dir, bytes0, req0, t0)
+        run.cancelled(exc)
         raise
-    completed = [a for a in manifest.acquisitions if a.status == "completed"]
-    failed = [a for a in manifest.acquisitions if a.status == "failed"]
-    manifest.status = "completed" if not failed else ("partial" if completed else "failed")
-    if manifest.status == "failed" and first_error is not None:
-        manifest.error = str(first_error)
-    _finish(manifest, run_dir, bytes0, req0, t0)
-    emit(ProgressEvent("done", 1.0, f"{len(completed)} acquisition(s) written to {run_dir}"))
-    if manifest.status == "failed" and first_error is not None:
-        raise first_error
-    if not completed and not failed:
-        raise NoAcquisitionCovers(
-            "Every selected acquisition was empty inside the AOI (orbit-edge nodata): widen the date range."
-        )
-    return manifest
+    return run.finish()
 
 
 def _failed(acq: Acquisition, message: str) -> AcquisitionRecord:
