@@ -18,6 +18,7 @@ from pages.ui.maps import draw_map
 from pages.ui.widgets import show_error, status_label
 from s2core.aoi import AOI, parse_aoi
 from s2core.bands import L2A_BANDS
+from s2core.cluster import parse_scheduler
 from s2core.errors import InvalidAOI, InvalidParameter, S2CoreError
 from s2core.pipeline import plan
 from s2core.registry import registered_cards
@@ -108,6 +109,16 @@ with st.expander("Bands, grid and selection", expanded=False):
     min_tile_cover = c1.slider("min_tile_cover", 0.05, 1.0, 0.99, 0.01, key="min_tile_cover",
                                help="A date is kept only if its tiles cover at least this fraction of the AOI.")
     max_tiles = c2.number_input("max_tiles_per_time (0 = no limit)", min_value=0, value=0, step=1, key="max_tiles")
+with st.expander("Scale out (Dask)", expanded=False):
+    scheduler = st.text_input(
+        "Dask scheduler (empty: run here)", key="scheduler", placeholder="local, local:4 or tcp://10.0.0.5:8786",
+        help="Each acquisition becomes a Dask task: 'local' starts a LocalCluster of worker processes on this "
+             "machine; an address uses a running scheduler whose workers see the runs folder.").strip()
+    if scheduler:
+        try:
+            parse_scheduler(scheduler)
+        except S2CoreError as exc:
+            show_error(exc)
 with st.expander("Cloud and shadow masks", expanded=True):
     use_masks = st.checkbox("Compute model masks (cloud and shadow probabilities, merged mask)", value=True,
                             key="use_masks")
@@ -198,7 +209,9 @@ can_run = bool(plan_ok and current_plan and current_plan["rows"])
 if st.button("Run", key="run", type="primary", disabled=not can_run,
              help=None if can_run else "Search first: the run uses the acquisitions the search lists."):
     try:
-        job = job_manager().start(_request(), planned=tuple(current_plan["ids"]))
+        if scheduler:
+            parse_scheduler(scheduler)
+        job = job_manager().start(_request(), planned=tuple(current_plan["ids"]), scheduler=scheduler or None)
         st.session_state["job_id"] = job.snapshot().job_id
     except S2CoreError as exc:
         show_error(exc)

@@ -61,6 +61,7 @@ class Job:
 
     request: PreprocessRequest
     planned: tuple[str, ...] = ()
+    scheduler: Optional[str] = None
     _state: JobSnapshot = field(init=False)
     _lock: threading.Lock = field(init=False, default_factory=threading.Lock)
     _token: CancelToken = field(init=False, default_factory=CancelToken)
@@ -121,7 +122,8 @@ class Job:
         status: JobStatus = "failed"
         error: Optional[str] = None
         try:
-            self.manifest = preprocess(self.request, progress=self._on_progress, cancel=self._token)
+            self.manifest = preprocess(self.request, progress=self._on_progress, cancel=self._token,
+                                       scheduler=self.scheduler or None)
             status = self.manifest.status  # type: ignore[assignment]
             if status in ("partial", "failed"):
                 failed = [a for a in self.manifest.acquisitions if a.status == "failed"]
@@ -159,9 +161,10 @@ class JobManager:
         self._jobs: dict[str, Job] = {}
         self._lock = threading.Lock()
 
-    def start(self, request: PreprocessRequest, planned: tuple[str, ...] = ()) -> Job:
-        """Start ``request`` in a background thread; ``planned`` are the acquisition ids a search found."""
-        job = Job(request, planned)
+    def start(self, request: PreprocessRequest, planned: tuple[str, ...] = (), scheduler: Optional[str] = None) -> Job:
+        """Start ``request`` in a background thread; ``planned`` are the acquisition ids a search found;
+        ``scheduler`` (``local``, ``local:N``, ``tcp://…``) runs its acquisitions on Dask."""
+        job = Job(request, planned, scheduler)
         with self._lock:
             self._jobs[job.snapshot().job_id] = job
         return job.start()

@@ -133,6 +133,12 @@ def test_empty_search_is_explained(app_env: Path):
     _no_job_started(at)
 
 
+def test_bad_dask_scheduler_is_explained(app_env: Path):
+    at = _page("pages/1_Run.py").run()
+    at.text_input(key="scheduler").input("lokal").run()
+    assert any("not understood" in e for e in _errors(at)), _errors(at)
+
+
 def test_planetary_computer_key_is_a_password_field(app_env: Path):
     at = _page("pages/1_Run.py").run()
     key_box = at.text_input(key="pc_key")

@@ -61,3 +61,9 @@ def test_export_lists_outputs_and_zips_atomically(tmp_path: Path):
         assert sorted(zf.namelist()) == sorted(f"{snap.run_id}/{f.name}" for f in files)
         assert zf.testzip() is None
     assert human_size(999) == "999 B" and human_size(1_500_000) == "1.5 MB"
+
+
+def test_job_on_a_local_dask_cluster(tmp_path: Path):
+    snap = JobManager().start(_request(tmp_path), scheduler="local:2").wait(timeout=300)
+    assert snap.status == "completed", snap.error
+    assert set(snap.acquisitions.values()) == {"completed"} and len(snap.acquisitions) == 5
