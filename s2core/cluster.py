@@ -26,6 +26,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Optional
 
 from s2core.errors import Cancelled, InvalidParameter
+from s2core.inference import cpu_count
 from s2core.progress import CancelToken, ProgressCallback, ProgressEvent
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -82,8 +83,9 @@ def cluster_client(scheduler: "str | Client", workers: int = 2) -> Iterator["Cli
         return
     spec = parse_scheduler(str(scheduler), workers)
     if spec.local:
-        with LocalCluster(n_workers=spec.workers, threads_per_worker=1, processes=True,
-                          memory_limit=DEFAULT_WORKER_MEMORY, dashboard_address=":0") as cluster, \
+        with _workers_skip_main(), LocalCluster(
+                n_workers=spec.workers, threads_per_worker=1, processes=True, memory_limit=DEFAULT_WORKER_MEMORY,
+                dashboard_address=":0", env=worker_env(max(1, cpu_count() // spec.workers))) as cluster, \
                 Client(cluster) as client:
             yield client
         return
@@ -97,6 +99,33 @@ def cluster_client(scheduler: "str | Client", workers: int = 2) -> Iterator["Cli
         yield client
     finally:
         client.close()
+
+
+@contextmanager
+def _workers_skip_main() -> Iterator[None]:
+    """While a LocalCluster lives, processes it spawns (workers, also restarted ones) do not re-run the
+    caller's ``__main__``. Under Streamlit the page being run *is* ``__main__``; re-running it in a worker
+    would break the worker. Tasks never need it: Dask pickles functions of ``__main__`` by value."""
+    import multiprocessing.spawn as mp_spawn
+
+    original = mp_spawn.get_preparation_data
+
+    def without_main(name: str) -> dict[str, Any]:
+        data = original(name)
+        data.pop("init_main_from_path", None)
+        data.pop("init_main_from_name", None)
+        return data
+
+    mp_spawn.get_preparation_data = without_main
+    try:
+        yield
+    finally:
+        mp_spawn.get_preparation_data = original
+
+
+def worker_env(threads: int) -> dict[str, str]:
+    """Environment of a worker process: ONNX Runtime and GDAL use ``threads`` threads, not every core."""
+    return {"S2CORE_THREADS": str(threads), "OMP_NUM_THREADS": str(threads), "GDAL_NUM_THREADS": str(threads)}
 
 
 class ClusterCancel(CancelToken):

@@ -41,7 +41,11 @@ _LOCK = threading.Lock()
 
 
 def cpu_count() -> int:
-    """Cores this process may use (affinity-aware)."""
+    """Cores this process may use (affinity-aware), or ``S2CORE_THREADS`` when set (Dask workers set it
+    to their thread count so that worker processes do not oversubscribe the machine)."""
+    env = os.environ.get("S2CORE_THREADS", "").strip()
+    if env.isdigit() and int(env) > 0:
+        return int(env)
     try:
         return max(1, len(os.sched_getaffinity(0)))
     except AttributeError:  # pragma: no cover - non-Linux

@@ -7,6 +7,7 @@ import hashlib
 import json
 import os
 import signal
+import sys
 import threading
 import time
 from pathlib import Path
@@ -17,6 +18,7 @@ import pytest
 from s2core import make_request, preprocess
 from s2core.batch import preprocess_batch, split_features
 from s2core.cli import main
+from s2core.cluster import cluster_client
 from s2core.errors import Cancelled
 from s2core.inference import session_stats
 from s2core.progress import CancelToken, ProgressEvent
@@ -28,8 +30,7 @@ distributed = pytest.importorskip("distributed")
 
 @pytest.fixture(scope="module")
 def client():
-    with distributed.LocalCluster(n_workers=2, threads_per_worker=1, processes=True, dashboard_address=":0",
-                                  memory_limit="4GiB") as cluster, distributed.Client(cluster) as c:
+    with cluster_client("local:2") as c:
         yield c
 
 
@@ -114,8 +115,7 @@ def _chain(events: list[ProgressEvent], first_read: threading.Event):
 
 
 def test_a_killed_worker_does_not_lose_the_run(tmp_path: Path):
-    with distributed.LocalCluster(n_workers=2, threads_per_worker=1, processes=True, dashboard_address=":0",
-                                  memory_limit="4GiB") as cluster, distributed.Client(cluster) as c:
+    with cluster_client("local:2") as c:
         pids = c.run(os.getpid)
         killed: list[int] = []
 
@@ -173,3 +173,21 @@ def test_bad_scheduler_values_are_explained(tmp_path: Path):
     assert not (tmp_path / "bad").exists()  # refused before anything is written
     with pytest.raises(InvalidParameter, match="Cannot reach the Dask scheduler"):
         preprocess(_request(tmp_path, "unreachable", masks=None), scheduler="tcp://127.0.0.1:1")
+
+
+def test_workers_never_rerun_the_callers_main_script(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
+    """As under Streamlit, where the page being run is ``__main__``: workers must not execute it."""
+    import types
+
+    marker = tmp_path / "page-ran"
+    page = tmp_path / "page.py"
+    page.write_text(f"open({str(marker)!r}, 'w').write('ran')\nraise SystemExit('a page, not a worker')\n")
+    fake = types.ModuleType("__main__")
+    fake.__file__ = str(page)
+    monkeypatch.setitem(sys.modules, "__main__", fake)
+    with cluster_client("local:1") as c:
+        assert c.submit(lambda: 41 + 1).result(timeout=60) == 42
+        pid = next(iter(c.run(os.getpid).values()))
+        os.kill(pid, signal.SIGKILL)  # the restarted worker must not run it either
+        assert c.submit(lambda: 6 * 7, pure=False).result(timeout=120) == 42
+    assert not marker.exists()
