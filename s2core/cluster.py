@@ -170,6 +170,8 @@ def acquisition_task(request: Any, acquisition: "Acquisition", grid: Any, run_di
         worker.log_event(topic, {"stage": event.stage, "fraction": event.fraction, "message": event.message,
                                  "acquisition": event.acquisition, "worker": worker.address})
 
+    progress(ProgressEvent("read", span[0], f"{acquisition.date}: started on worker {worker.address}",
+                           acquisition.id))
     return process_acquisition(request, acquisition, grid, run_dir, sign=sign, cancel=ClusterCancel(cancel_event),
                                progress=progress, fraction=span)
 

@@ -18,7 +18,7 @@ import pytest
 from s2core import make_request, preprocess
 from s2core.batch import preprocess_batch, split_features
 from s2core.cli import main
-from s2core.cluster import cluster_client
+from s2core.cluster import DEFAULT_RETRIES, cluster_client
 from s2core.errors import Cancelled
 from s2core.inference import session_stats
 from s2core.progress import CancelToken, ProgressEvent
@@ -79,8 +79,18 @@ def test_a_task_that_always_fails_is_reported_and_the_rest_written(tmp_path: Pat
         items.append(it)
     catalog = tmp_path / "items.json"
     catalog.write_text(json.dumps({"type": "FeatureCollection", "features": items}))
-    m = preprocess(_request(tmp_path, "broken", catalog=str(catalog)), scheduler=client)
+    events: list[ProgressEvent] = []
+    m = preprocess(_request(tmp_path, "broken", catalog=str(catalog)), progress=events.append, scheduler=client)
     assert m.status == "partial"
+    deadline = time.monotonic() + 10  # worker events travel apart from results: allow them to arrive
+    while True:
+        starts = [e for e in list(events) if "started on worker" in e.message]
+        attempts = sum(1 for e in starts if e.acquisition.startswith("20230815"))
+        if attempts >= 1 + DEFAULT_RETRIES or time.monotonic() > deadline:
+            break
+        time.sleep(0.1)
+    assert attempts == 1 + DEFAULT_RETRIES, attempts  # tried, retried a bounded number of times, then reported
+    assert all(sum(1 for e in starts if e.acquisition == a.id) == 1 for a in m.acquisitions if a.status == "completed")
     failed = [a for a in m.acquisitions if a.status == "failed"]
     assert [a.id[:8] for a in failed] == ["20230815"] and "B04" in failed[0].error
     assert sum(a.status == "completed" for a in m.acquisitions) == 4
