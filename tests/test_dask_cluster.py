@@ -163,7 +163,7 @@ def test_batch_of_aois_is_one_graph_and_matches_single_runs(tmp_path: Path, clie
     assert [r.run_id for r in results] == ["b-north", "b-straddle", "b-nowhere"]
     assert results[0].manifest.status == results[1].manifest.status == "completed"
     assert results[2].manifest is None and results[2].error
-    single = preprocess(_request(tmp_path, "single", masks=None))
+    preprocess(_request(tmp_path, "single", masks=None))
     assert _digests(tmp_path / "b-straddle") == _digests(tmp_path / "single")
     # the CLI's --batch --scheduler does the same, one line per run
     code = main(["-q", "preprocess", "--aoi", str(path), "--batch", "--scheduler", client.scheduler.address,

@@ -99,6 +99,7 @@ def test_coarser_inference_resolution_runs_fewer_pixels(tmp_path: Path):
     coarse_mem = preprocess(make_request(run_id="coarse", masks={"inference_resolution": 120, "in_memory": True},
                                          **common))
     coarse_stream = preprocess(make_request(run_id="coarse-s", masks={"inference_resolution": 120}, **common))
+    assert coarse_stream.status == "completed"
     f, c = fine.acquisitions[0], coarse_mem.acquisitions[0]
     assert c.models["ukis-csmask-4b-l2a"]["inference_resolution"] == 120
     assert f.models["ukis-csmask-4b-l2a"]["inference_resolution"] == 60

@@ -79,8 +79,6 @@ class TokenSigner:
 
 
 def test_signing_hook_and_resigning_after_expiry(tmp_path, stac_api, asset_server):
-    from tests.conftest import items_served_from
-
     catalog = StacApiCatalog(stac_api.url)
     signer = TokenSigner(asset_server)
     catalog.sign = signer

@@ -256,7 +256,7 @@ def test_bad_parameters_get_a_400_naming_them(server: TilesServer, run_doc: dict
 def test_unknown_ids_and_layers_are_404(server: TilesServer, run_doc: dict[str, Any]):
     acq = _acq(run_doc, "20230818")
     for path, fragment in ((f"/runs/nope/{acq}/rgb/tilejson.json", "no run"),
-                           (f"/runs/wide/20990101_S2A_R001/rgb/tilejson.json", "no acquisition"),
+                           ("/runs/wide/20990101_S2A_R001/rgb/tilejson.json", "no acquisition"),
                            (f"/runs/wide/{acq}/nope/tilejson.json", "unknown layer")):
         resp = requests.get(server.url + path, timeout=10)
         assert resp.status_code == 404 and fragment in resp.json()["detail"]
