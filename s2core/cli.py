@@ -26,7 +26,13 @@ def _add_preprocess_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--run-id", default=None, help="name of the run folder (default: timestamp + random suffix)")
     p.add_argument("--bands", default=",".join(L2A_BANDS), help="comma-separated bands (default: the 12 L2A bands)")
     p.add_argument("--resolution", type=float, default=10.0, help="output pixel size in metres (default 10)")
-    p.add_argument("--upsampling", default="bilinear", choices=["nearest", "bilinear", "cubic"])
+    p.add_argument("--upsampling", default="bilinear", choices=["nearest", "bilinear", "bicubic", "cubic"],
+                   help="bands finer than their native pixels (default bilinear; SCL always nearest)")
+    p.add_argument("--downsampling", default="mean", choices=["first", "min", "max", "mean", "median"],
+                   help="bands coarser than their native pixels, SNAP's methods skipping nodata (default mean)")
+    p.add_argument("--flag-downsampling", default="first",
+                   choices=["first", "flag_and", "flag_or", "flag_median_and", "flag_median_or"],
+                   help="class/flag rasters (SCL) coarser than native (default first)")
     p.add_argument("--crs", default=None, help="output CRS (default: UTM zone of the AOI)")
     p.add_argument("--min-tile-cover", type=float, default=0.99, help="minimum AOI fraction a pass must cover (default 0.99)")
     p.add_argument("--max-tiles-per-time", type=int, default=None, help="most tiles per pass (default: no limit)")
@@ -86,7 +92,8 @@ def _request_from_args(args: argparse.Namespace, **override: object):  # noqa: A
         masks=masks,
         aoi=kwargs["aoi"], start=args.start, end=args.end, catalog=args.catalog, collection=args.collection,
         out_dir=args.out, run_id=kwargs["run_id"], bands=args.bands, resolution=args.resolution,
-        upsampling=args.upsampling, crs=args.crs, min_tile_cover=args.min_tile_cover,
+        upsampling=args.upsampling, downsampling=args.downsampling, flag_downsampling=args.flag_downsampling,
+        crs=args.crs, min_tile_cover=args.min_tile_cover,
         max_tiles_per_time=args.max_tiles_per_time, max_cloud_cover=args.max_cloud_cover,
         dl_timeout=args.dl_timeout, max_retries=args.max_retries, read_workers=args.read_workers,
         max_aoi_km2=args.max_aoi_km2, pc_key=args.pc_key or os.environ.get("PC_SDK_SUBSCRIPTION_KEY") or None,

@@ -21,6 +21,7 @@ from typing import Any, Callable, Optional
 
 import numpy as np
 import rasterio
+from affine import Affine
 from rasterio.enums import Resampling
 from rasterio.errors import NotGeoreferencedWarning, RasterioError, RasterioIOError
 from rasterio.warp import reproject
@@ -28,6 +29,7 @@ from rasterio.warp import reproject
 from s2core.catalog import Signer, no_signing
 from s2core.errors import AssetReadError, AssetTimeout
 from s2core.grid import Grid
+from s2core.resampling import downsample, downsample_flags
 
 log = logging.getLogger(__name__)
 
@@ -47,6 +49,7 @@ RESAMPLING = {
     "bilinear": Resampling.bilinear,
     "cubic": Resampling.cubic,
     "average": Resampling.average,
+    "bicubic": Resampling.cubic,
 }
 
 
@@ -63,6 +66,14 @@ class ReadPolicy:
     timeout: float = 120.0
     max_retries: int = 3
     backoff: float = 0.5
+
+
+#: GDAL's closest kernels, used when the grids do not line up (other CRS, non-integer ratio).
+GDAL_DOWNSAMPLING = {"first": Resampling.nearest, "min": Resampling.min, "max": Resampling.max,
+                     "mean": Resampling.average, "median": Resampling.med}
+GDAL_FLAG_DOWNSAMPLING = {"first": Resampling.nearest, "flag_and": Resampling.nearest,
+                          "flag_or": Resampling.nearest, "flag_median_and": Resampling.mode,
+                          "flag_median_or": Resampling.mode}
 
 
 def _classify(exc: Exception) -> str:
@@ -96,7 +107,8 @@ def _run_with_deadline(fn: Callable[[], Any], seconds: float, name: str) -> Any:
     return box["value"]
 
 
-def _warp(href: str, grid: Grid, resampling: str, is_class: bool, http_timeout: float) -> np.ndarray:
+def _warp(href: str, grid: Grid, resampling: str, is_class: bool, http_timeout: float,
+          downsampling: str = "mean", flag_downsampling: str = "first") -> np.ndarray:
     # Remote: no directory listing (sidecar probing costs requests). Local: sidecars such
     # as .aux.xml may carry the georeferencing, so GDAL may look for them.
     env = dict(GDAL_HTTP_OPTIONS) if "://" in href else {"CPL_VSIL_NETWORK_STATS_ENABLED": "YES"}
@@ -110,27 +122,64 @@ def _warp(href: str, grid: Grid, resampling: str, is_class: bool, http_timeout: 
                 raise AssetReadError(f"{href} has no CRS: it is not a georeferenced Sentinel-2 asset.")
             src_nodata = src.nodata if src.nodata is not None else 0
             src_res = abs(src.transform.a)
+            coarser = src_res > 0 and grid.resolution > src_res * 1.001 and _same_units(src, grid)
+            factor = _block_factor(src, grid) if coarser else None
+            if factor is not None:
+                # SNAP's aggregation: read the native pixels under the grid, aggregate whole blocks
+                fine = Grid(grid.crs, grid.transform @ Affine.scale(1 / factor), grid.width * factor,
+                            grid.height * factor)
+                native = _reproject(src, fine, src_nodata, is_class, Resampling.nearest)
+                if is_class:
+                    return downsample_flags(native, factor, flag_downsampling, nodata=0)
+                return downsample(native, factor, downsampling, nodata=np.nan)
             if is_class:
-                dst = np.zeros(grid.shape, dtype=np.uint8)
-                method, dst_nodata = Resampling.nearest, 0
+                method = GDAL_FLAG_DOWNSAMPLING[flag_downsampling] if coarser else Resampling.nearest
             else:
-                dst = np.full(grid.shape, np.nan, dtype=np.float32)
-                dst_nodata = np.nan
-                method = Resampling.average if src_res > 0 and grid.resolution > src_res * 1.001 and _same_units(src, grid) else RESAMPLING[resampling]
-            reproject(
-                source=rasterio.band(src, 1),
-                destination=dst,
-                src_transform=src.transform,
-                src_crs=src.crs,
-                src_nodata=src_nodata,
-                dst_transform=grid.transform,
-                dst_crs=grid.rio_crs,
-                dst_nodata=dst_nodata,
-                resampling=method,
-                init_dest_nodata=True,
-                num_threads=1,
-            )
-            return dst
+                method = GDAL_DOWNSAMPLING[downsampling] if coarser else RESAMPLING[resampling]
+            return _reproject(src, grid, src_nodata, is_class, method)
+
+
+def _reproject(src: Any, grid: Grid, src_nodata: float, is_class: bool, method: Resampling) -> np.ndarray:
+    if is_class:
+        dst = np.zeros(grid.shape, dtype=np.uint8)
+        dst_nodata: float = 0
+    else:
+        dst = np.full(grid.shape, np.nan, dtype=np.float32)
+        dst_nodata = np.nan
+    reproject(
+        source=rasterio.band(src, 1),
+        destination=dst,
+        src_transform=src.transform,
+        src_crs=src.crs,
+        src_nodata=src_nodata,
+        dst_transform=grid.transform,
+        dst_crs=grid.rio_crs,
+        dst_nodata=dst_nodata,
+        resampling=method,
+        init_dest_nodata=True,
+        num_threads=1,
+    )
+    return dst
+
+
+def _block_factor(src: Any, grid: Grid) -> Optional[int]:
+    """The whole number of source pixels per grid pixel, when both grids line up in one CRS; else None."""
+    try:
+        if not src.crs or src.crs != grid.rio_crs:
+            return None
+    except Exception:  # noqa: BLE001
+        return None
+    st, gt = src.transform, grid.transform
+    if st.b or st.d or gt.b or gt.d or st.e != -st.a or gt.e != -gt.a:
+        return None
+    ratio = gt.a / st.a
+    factor = round(ratio)
+    if factor < 2 or abs(ratio - factor) > 1e-6:
+        return None
+    dx, dy = (gt.c - st.c) / st.a, (gt.f - st.f) / st.a
+    if abs(dx - round(dx)) > 1e-6 or abs(dy - round(dy)) > 1e-6:
+        return None
+    return factor
 
 
 def _same_units(src: Any, grid: Grid) -> bool:
@@ -145,6 +194,8 @@ def read_to_grid(
     grid: Grid,
     *,
     resampling: str = "bilinear",
+    downsampling: str = "mean",
+    flag_downsampling: str = "first",
     is_class: bool = False,
     sign: Signer = no_signing,
     policy: ReadPolicy = ReadPolicy(),
@@ -171,7 +222,8 @@ def read_to_grid(
         signed = sign(href, force=force_sign)
         try:
             return _run_with_deadline(
-                lambda: _warp(signed, grid, resampling, is_class, remaining), remaining, f"read {what}"
+                lambda: _warp(signed, grid, resampling, is_class, remaining, downsampling, flag_downsampling),
+                remaining, f"read {what}"
             )
         except TimeoutError:
             raise AssetTimeout(

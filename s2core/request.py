@@ -14,10 +14,11 @@ from pyproj.exceptions import CRSError
 from s2core.aoi import AOI, parse_aoi
 from s2core.bands import L2A_BANDS, normalize_band
 from s2core.errors import InvalidDateRange, InvalidParameter, S2CoreError, UnknownBand
+from s2core.resampling import DownsamplingMethod, FlagDownsamplingMethod
 
 DEFAULT_MAX_AOI_KM2 = float(os.environ.get("S2CORE_MAX_AOI_KM2", "2500"))
 
-Resampling = Literal["nearest", "bilinear", "cubic"]
+Resampling = Literal["nearest", "bilinear", "cubic", "bicubic"]
 
 
 class MaskOptions(BaseModel):
@@ -91,7 +92,10 @@ class PreprocessRequest(BaseModel):
     run_id: Optional[str] = None
     bands: tuple[str, ...] = L2A_BANDS
     resolution: float = Field(10.0, gt=0, le=1000)
-    upsampling: Resampling = "bilinear"
+    upsampling: Resampling = Field("bilinear", description="finer grid than the band: nearest, bilinear, bicubic")
+    downsampling: DownsamplingMethod = Field("mean", description="coarser grid: first, min, max, mean, median")
+    flag_downsampling: FlagDownsamplingMethod = Field(
+        "first", description="class/flag rasters on a coarser grid: first, flag_and, flag_or, flag_median_and/or")
     crs: Optional[str] = Field(None, description="Output CRS (EPSG code, PROJ or WKT); default UTM of the AOI")
     min_tile_cover: float = Field(0.99, gt=0, le=1)
     max_tiles_per_time: Optional[int] = Field(None, ge=1)

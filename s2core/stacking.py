@@ -81,6 +81,8 @@ def stack_acquisition(
                 href,
                 grid,
                 resampling=request.upsampling,
+                downsampling=request.downsampling,
+                flag_downsampling=request.flag_downsampling,
                 is_class=band == "SCL",
                 sign=sign,
                 policy=policy,

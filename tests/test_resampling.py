@@ -99,3 +99,54 @@ def test_real_20m_band_to_60m_mean_and_first():
     scl = rasterio.open(RKH / "SCL.tif").read(1)
     classes = downsample_flags(scl, 3, "first", nodata=0)
     assert set(np.unique(classes)) <= set(np.unique(scl))
+
+
+@needs_shared
+@pytest.mark.parametrize("method", ["first", "min", "max", "mean", "median"])
+def test_reading_onto_an_aligned_coarser_grid_aggregates_native_blocks(method: str):
+    from affine import Affine
+
+    from s2core.grid import Grid
+    from s2core.reading import read_to_grid
+
+    with rasterio.open(RKH / "B11.tif") as ds:
+        native = ds.read(1).astype(np.float32)
+        t, crs = ds.transform, ds.crs.to_string()
+    # a 600 m grid whose origin is 10 native pixels in: every grid pixel is 3 x 3 native pixels
+    grid = Grid(crs, Affine(600.0, 0, t.c + 10 * t.a, 0, -600.0, t.f + 10 * t.e), 100, 90)
+    got = read_to_grid(str(RKH / "B11.tif"), grid, downsampling=method)
+    window = native[10:10 + 270, 10:10 + 300]
+    window[window == 0] = np.nan
+    expected = downsample(window, 3, method, nodata=np.nan)
+    assert got.shape == (90, 100)
+    assert np.array_equal(got, expected, equal_nan=True)
+
+
+@needs_shared
+def test_flag_downsampling_of_scl_and_gdal_fallback_off_grid():
+    from affine import Affine
+
+    from s2core.grid import Grid
+    from s2core.reading import read_to_grid
+
+    with rasterio.open(RKH / "SCL.tif") as ds:
+        scl, t, crs = ds.read(1), ds.transform, ds.crs.to_string()
+    grid = Grid(crs, Affine(3 * t.a, 0, t.c, 0, -3 * t.a, t.f), 150, 150)
+    for method in ("first", "flag_or", "flag_median_and"):
+        got = read_to_grid(str(RKH / "SCL.tif"), grid, is_class=True, flag_downsampling=method)
+        assert np.array_equal(got, downsample_flags(scl[:450, :450], 3, method, nodata=0)), method
+    # half a native pixel off: grids do not line up, GDAL's nearest/average kernels are used instead
+    shifted = Grid(crs, Affine(3 * t.a, 0, t.c + t.a / 2, 0, -3 * t.a, t.f), 150, 150)
+    mean = read_to_grid(str(RKH / "B11.tif"), shifted, downsampling="mean")
+    aligned = read_to_grid(str(RKH / "B11.tif"), grid, downsampling="mean")
+    assert np.nanmean(mean) == pytest.approx(float(np.nanmean(aligned)), rel=0.01)
+
+
+def test_cli_passes_resampling_options():
+    from s2core.cli import _request_from_args, build_parser
+
+    args = build_parser().parse_args(["preprocess", "--aoi", "POLYGON((16 46,16.01 46,16.01 46.01,16 46.01,16 46))",
+                                      "--start", "2023-08-10", "--end", "2023-08-20", "--downsampling", "median",
+                                      "--flag-downsampling", "flag_or", "--upsampling", "bicubic"])
+    req = _request_from_args(args)
+    assert (req.upsampling, req.downsampling, req.flag_downsampling) == ("bicubic", "median", "flag_or")
