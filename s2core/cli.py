@@ -41,6 +41,9 @@ def _add_preprocess_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--max-retries", type=int, default=3, help="retries of a failing read (default 3)")
     p.add_argument("--read-workers", type=int, default=8, help="parallel asset reads (default 8)")
     p.add_argument("--max-aoi-km2", type=float, default=DEFAULT_MAX_AOI_KM2, help="refuse larger AOIs")
+    p.add_argument("--cloud-mask", default="none", choices=["none", "product", "model", "merged"],
+                   help="set cloudy/shadowed pixels of raster.tif to NoData by the product mask, the model "
+                        "probabilities or the merged mask (model/merged with `run`; default none)")
     p.add_argument("--pc-key", default=None, help="Planetary Computer subscription key (or env PC_SDK_SUBSCRIPTION_KEY)")
 
 
@@ -92,7 +95,7 @@ def _request_from_args(args: argparse.Namespace, **override: object):  # noqa: A
         masks=masks,
         aoi=kwargs["aoi"], start=args.start, end=args.end, catalog=args.catalog, collection=args.collection,
         out_dir=args.out, run_id=kwargs["run_id"], bands=args.bands, resolution=args.resolution,
-        upsampling=args.upsampling, downsampling=args.downsampling, flag_downsampling=args.flag_downsampling,
+        cloud_mask=args.cloud_mask, upsampling=args.upsampling, downsampling=args.downsampling, flag_downsampling=args.flag_downsampling,
         crs=args.crs, min_tile_cover=args.min_tile_cover,
         max_tiles_per_time=args.max_tiles_per_time, max_cloud_cover=args.max_cloud_cover,
         dl_timeout=args.dl_timeout, max_retries=args.max_retries, read_workers=args.read_workers,

@@ -23,6 +23,7 @@ class AcquisitionRecord(BaseModel):
     mask_fractions: dict[str, float] = Field(default_factory=dict, description="merged mask classes (masks run)")
     models: dict[str, dict[str, Any]] = Field(default_factory=dict, description="models run and their figures")
     outputs: dict[str, str] = Field(default_factory=dict, description="role -> path relative to the run folder")
+    cloud_nodata_fraction: Optional[float] = Field(None, description="share of valid pixels set to NoData (cloud_mask)")
     error: Optional[str] = None
     seconds: Optional[float] = None
 

@@ -21,6 +21,7 @@ import numpy as np
 from s2core import netstats
 from s2core.bands import DESCRIPTIONS
 from s2core.catalog import Catalog, Signer, open_catalog
+from s2core.cloud_nodata import blank_raster
 from s2core.errors import Cancelled, InvalidParameter, NoAcquisitionCovers, S2CoreError
 from s2core.grid import Grid, output_grid
 from s2core.manifest import AcquisitionRecord, Manifest, SkippedRecord
@@ -151,6 +152,11 @@ def process_acquisition(
         extra["s2core:cloud_models"] = list(masks.cloud_model)
         extra["s2core:shadow_model"] = masks.shadow_model
         extra["s2core:mask_fractions"] = {k: round(v, 6) for k, v in mask_result.fractions.items()}
+    blanked = None
+    if request.cloud_mask != "none":
+        thr = (request.masks.cloud_thr, request.masks.shadow_thr) if request.masks else (1.0, 1.0)
+        blanked = blank_raster(folder / "raster.tif", grid, request.cloud_mask, folder, *thr)
+        extra["s2core:cloud_mask"] = request.cloud_mask
     item = acquisition_item(acquisition, grid, request.aoi, request.bands, assets, extra)
     write_json(folder / "item.json", item)
     outputs["item"] = f"{acquisition.id}/item.json"
@@ -166,6 +172,7 @@ def process_acquisition(
         mask_fractions={k: round(v, 6) for k, v in mask_result.fractions.items()} if mask_result else {},
         models=mask_result.models if mask_result else {},
         outputs=outputs,
+        cloud_nodata_fraction=None if blanked is None else round(blanked, 6),
         seconds=round(time.monotonic() - t0, 3),
     )
 

@@ -106,6 +106,9 @@ class PreprocessRequest(BaseModel):
     read_workers: int = Field(8, ge=1, le=64)
     max_aoi_km2: float = Field(DEFAULT_MAX_AOI_KM2, gt=0)
     masks: Optional[MaskOptions] = Field(None, description="cloud/shadow masking (None: preprocessing only)")
+    cloud_mask: Literal["none", "product", "model", "merged"] = Field(
+        "none", description="set cloud/shadow pixels of the raster to NoData: by the product mask, the model "
+                            "probabilities, or the merged mask (model and merged need masks)")
 
     @field_validator("aoi", mode="before")
     @classmethod
@@ -183,6 +186,11 @@ class PreprocessRequest(BaseModel):
             )
         if self.aoi.area_km2 > self.max_aoi_km2:
             parse_aoi(self.aoi, max_km2=self.max_aoi_km2)  # raises AOITooLarge with the message
+        if self.cloud_mask in ("model", "merged") and self.masks is None:
+            raise InvalidParameter(
+                f"cloud_mask={self.cloud_mask!r} needs the cloud/shadow models: use `run` (or pass masks=...), "
+                "or cloud_mask='product' for the product mask alone."
+            )
         if self.masks is not None:
             resolved = self.masks.resolved(self.bands)
             if resolved != self.masks:

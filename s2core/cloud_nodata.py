@@ -1,0 +1,67 @@
+"""s2core.cloud_nodata: set cloudy and shadowed pixels of the output raster to NoData.
+
+The SNAP service's ``cloud_mask`` option, with four choices:
+
+* ``none``: the raster keeps every pixel (the masks are separate files);
+* ``product``: pixels the product mask (from SCL) calls cloud or shadow;
+* ``model``: pixels whose model cloud probability > ``cloud_thr`` or shadow probability >
+  ``shadow_thr`` (no product mask, no dilation);
+* ``merged``: pixels the merged mask (``mask.tif``) calls cloud or shadow.
+
+The mask files themselves are unchanged; only ``raster.tif`` gets NoData (0) there. The rewrite
+streams strips of rows and replaces the file atomically.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Literal
+
+import numpy as np
+import rasterio
+from rasterio.windows import Window
+
+from s2core.grid import Grid
+from s2core.masks import CLOUD, SHADOW
+from s2core.outputs import cog_strip_writer
+
+CloudMaskMode = Literal["none", "product", "model", "merged"]
+STRIP_ROWS = 1024
+PROB_SCALE = 250.0
+
+
+def _strip(path: Path, r0: int, r1: int) -> np.ndarray:
+    with rasterio.open(path) as ds:
+        return ds.read(1, window=Window(0, r0, ds.width, r1 - r0))
+
+
+def masked_rows(mode: CloudMaskMode, folder: Path, r0: int, r1: int, cloud_thr: float, shadow_thr: float) -> np.ndarray:
+    """Rows ``r0:r1`` of the pixels to blank, from the mask files written for the acquisition."""
+    if mode in ("merged", "product"):
+        m = _strip(folder / ("mask.tif" if mode == "merged" else "product_mask.tif"), r0, r1)
+        return (m == CLOUD) | (m == SHADOW)
+    cloud = _strip(folder / "cloud_prob.tif", r0, r1)
+    shadow = _strip(folder / "shadow_prob.tif", r0, r1)
+    return ((cloud != 255) & (cloud / PROB_SCALE > cloud_thr)) | ((shadow != 255) & (shadow / PROB_SCALE > shadow_thr))
+
+
+def blank_raster(raster: Path, grid: Grid, mode: CloudMaskMode, folder: Path, cloud_thr: float,
+                 shadow_thr: float) -> float:
+    """Rewrite ``raster`` with NoData where ``mode`` says cloud/shadow; returns the blanked fraction of valid pixels."""
+    with rasterio.open(raster) as src:
+        meta = dict(nodata=src.nodata, descriptions=list(src.descriptions), scales=list(src.scales),
+                    offsets=list(src.offsets), tags={**src.tags(), "CLOUD_MASK": mode},
+                    band_tags=[src.tags(i) for i in range(1, src.count + 1)])
+        blanked = valid = 0
+        with cog_strip_writer(raster, grid, src.count, src.dtypes[0], **meta) as dst:
+            for r0 in range(0, grid.height, STRIP_ROWS):
+                r1 = min(grid.height, r0 + STRIP_ROWS)
+                window = Window(0, r0, grid.width, r1 - r0)
+                data = src.read(window=window)
+                ok = data[0] != 0
+                hit = masked_rows(mode, folder, r0, r1, cloud_thr, shadow_thr) & ok
+                data[:, hit] = 0
+                dst.write(data, window=window)
+                blanked += int(hit.sum())
+                valid += int(ok.sum())
+    return blanked / valid if valid else 0.0
