@@ -22,12 +22,11 @@ import rasterio
 from rasterio.windows import Window
 
 from s2core.grid import Grid
+from s2core.masking import PROB_NODATA, PROB_SCALE, STRIP_ROWS
 from s2core.masks import CLOUD, SHADOW
 from s2core.outputs import cog_strip_writer
 
 CloudMaskMode = Literal["none", "product", "model", "merged"]
-STRIP_ROWS = 1024
-PROB_SCALE = 250.0
 
 
 def _strip(path: Path, r0: int, r1: int) -> np.ndarray:
@@ -42,7 +41,8 @@ def masked_rows(mode: CloudMaskMode, folder: Path, r0: int, r1: int, cloud_thr: 
         return (m == CLOUD) | (m == SHADOW)
     cloud = _strip(folder / "cloud_prob.tif", r0, r1)
     shadow = _strip(folder / "shadow_prob.tif", r0, r1)
-    return ((cloud != 255) & (cloud / PROB_SCALE > cloud_thr)) | ((shadow != 255) & (shadow / PROB_SCALE > shadow_thr))
+    return ((cloud != PROB_NODATA) & (cloud / PROB_SCALE > cloud_thr)) | (
+        (shadow != PROB_NODATA) & (shadow / PROB_SCALE > shadow_thr))
 
 
 def blank_raster(raster: Path, grid: Grid, mode: CloudMaskMode, folder: Path, cloud_thr: float,
