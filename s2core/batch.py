@@ -42,6 +42,8 @@ def split_features(value: Any) -> list[tuple[str, Any]]:
             doc = json.loads(path.read_text(encoding="utf-8"))
         except (ValueError, UnicodeDecodeError):
             raise InvalidAOI(f"{path.name}: a batch needs a GeoJSON FeatureCollection file (lon/lat).") from None
+    elif isinstance(value, Path) or (isinstance(value, str) and value.strip().lower().endswith((".geojson", ".json"))):
+        raise InvalidAOI(f"Batch AOI file {str(value)!r} does not exist: check the path.")
     elif isinstance(value, str):
         try:
             doc = json.loads(value)

@@ -256,6 +256,9 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         # failures reach the user once, through the summary or the one-line error
         logging.getLogger("s2core").setLevel(logging.CRITICAL)
         logging.getLogger("rasterio").setLevel(logging.ERROR)
+        # Dask's own INFO chatter (this process, and worker processes through the environment)
+        logging.getLogger("distributed").setLevel(logging.ERROR)
+        os.environ.setdefault("DASK_LOGGING__DISTRIBUTED", "error")
     try:
         return int(args.func(args))
     except S2CoreError as exc:

@@ -201,3 +201,12 @@ def test_workers_never_rerun_the_callers_main_script(tmp_path: Path, monkeypatch
         os.kill(pid, signal.SIGKILL)  # the restarted worker must not run it either
         assert c.submit(lambda: 6 * 7, pure=False).result(timeout=120) == 42
     assert not marker.exists()
+
+
+def test_batch_input_errors_name_the_problem(tmp_path: Path):
+    from s2core.errors import InvalidAOI
+
+    with pytest.raises(InvalidAOI, match="does not exist"):
+        split_features(str(tmp_path / "fields.geojson"))
+    with pytest.raises(InvalidAOI, match="FeatureCollection"):
+        split_features('{"type": "Polygon", "coordinates": []}')
