@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pandas as pd
 import streamlit as st
 
@@ -42,7 +44,7 @@ def download(f, key: str) -> None:  # noqa: ANN001 - a RunFile
     if f.size > MAX_DOWNLOAD_BYTES:
         st.caption(f"{label}: too large for a browser download here; copy it from `{f.path}`")
         return
-    st.download_button(label, data=f.path.read_bytes(), file_name=f.name.replace("/", "_"),
+    st.download_button(label, data=f.path.read_bytes, file_name=f.name.replace("/", "_"),  # read on click
                        mime=MIME[f.kind], key=key)
 
 
@@ -69,11 +71,9 @@ if st.button("Prepare a zip of the run", key="zip"):
         show_error(exc)
 zip_path = st.session_state.get("zip_path")
 if zip_path and zip_path.endswith(f"{run.run_id}.zip"):
-    from pathlib import Path
-
     z = Path(zip_path)
     if z.stat().st_size <= MAX_DOWNLOAD_BYTES:
-        st.download_button(f"Download {z.name} ({human_size(z.stat().st_size)})", data=z.read_bytes(),
+        st.download_button(f"Download {z.name} ({human_size(z.stat().st_size)})", data=z.read_bytes,
                            file_name=z.name, mime="application/zip", key="dl-zip")
     else:
         st.caption(f"{z.name} is {human_size(z.stat().st_size)}: copy it from `{z}`")

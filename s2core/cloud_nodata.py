@@ -14,6 +14,7 @@ streams strips of rows and replaces the file atomically.
 
 from __future__ import annotations
 
+from contextlib import ExitStack
 from pathlib import Path
 from typing import Literal
 
@@ -29,18 +30,25 @@ from s2core.outputs import cog_strip_writer
 CloudMaskMode = Literal["none", "product", "model", "merged"]
 
 
-def _strip(path: Path, r0: int, r1: int) -> np.ndarray:
-    with rasterio.open(path) as ds:
-        return ds.read(1, window=Window(0, r0, ds.width, r1 - r0))
+def _strip(ds: rasterio.DatasetReader, r0: int, r1: int) -> np.ndarray:
+    return ds.read(1, window=Window(0, r0, ds.width, r1 - r0))
 
 
-def masked_rows(mode: CloudMaskMode, folder: Path, r0: int, r1: int, cloud_thr: float, shadow_thr: float) -> np.ndarray:
-    """Rows ``r0:r1`` of the pixels to blank, from the mask files written for the acquisition."""
+def _sources(mode: CloudMaskMode, folder: Path) -> list[Path]:
+    if mode == "merged":
+        return [folder / "mask.tif"]
+    if mode == "product":
+        return [folder / "product_mask.tif"]
+    return [folder / "cloud_prob.tif", folder / "shadow_prob.tif"]
+
+
+def masked_rows(mode: CloudMaskMode, sources: list[rasterio.DatasetReader], r0: int, r1: int, cloud_thr: float,
+                shadow_thr: float) -> np.ndarray:
+    """Rows ``r0:r1`` of the pixels to blank, from the open mask files of :func:`_sources`."""
     if mode in ("merged", "product"):
-        m = _strip(folder / ("mask.tif" if mode == "merged" else "product_mask.tif"), r0, r1)
+        m = _strip(sources[0], r0, r1)
         return (m == CLOUD) | (m == SHADOW)
-    cloud = _strip(folder / "cloud_prob.tif", r0, r1)
-    shadow = _strip(folder / "shadow_prob.tif", r0, r1)
+    cloud, shadow = _strip(sources[0], r0, r1), _strip(sources[1], r0, r1)
     return ((cloud != PROB_NODATA) & (cloud / PROB_SCALE > cloud_thr)) | (
         (shadow != PROB_NODATA) & (shadow / PROB_SCALE > shadow_thr))
 
@@ -48,7 +56,9 @@ def masked_rows(mode: CloudMaskMode, folder: Path, r0: int, r1: int, cloud_thr: 
 def blank_raster(raster: Path, grid: Grid, mode: CloudMaskMode, folder: Path, cloud_thr: float,
                  shadow_thr: float) -> float:
     """Rewrite ``raster`` with NoData where ``mode`` says cloud/shadow; returns the blanked fraction of valid pixels."""
-    with rasterio.open(raster) as src:
+    with ExitStack() as stack:
+        src = stack.enter_context(rasterio.open(raster))
+        sources = [stack.enter_context(rasterio.open(p)) for p in _sources(mode, folder)]
         meta = dict(nodata=src.nodata, descriptions=list(src.descriptions), scales=list(src.scales),
                     offsets=list(src.offsets), tags={**src.tags(), "CLOUD_MASK": mode},
                     band_tags=[src.tags(i) for i in range(1, src.count + 1)])
@@ -59,7 +69,7 @@ def blank_raster(raster: Path, grid: Grid, mode: CloudMaskMode, folder: Path, cl
                 window = Window(0, r0, grid.width, r1 - r0)
                 data = src.read(window=window)
                 ok = data[0] != 0
-                hit = masked_rows(mode, folder, r0, r1, cloud_thr, shadow_thr) & ok
+                hit = masked_rows(mode, sources, r0, r1, cloud_thr, shadow_thr) & ok
                 data[:, hit] = 0
                 dst.write(data, window=window)
                 blanked += int(hit.sum())

@@ -105,6 +105,17 @@ def merge_masks(
     return merge_flags(cloud, shadow, product_mask, params, valid)
 
 
+def _dilated_class(hit: np.ndarray, code: int, product_mask: np.ndarray, params: MergeParams,
+                   valid: np.ndarray) -> np.ndarray:
+    """Model hits (plus the product's ``code`` pixels when it counts), dilated, kept on valid pixels."""
+    hit = hit & valid
+    if params.use_product_mask:
+        hit |= product_mask == code
+    out = dilate(hit, params.dilation)
+    out &= valid
+    return out
+
+
 def merge_flags(
     cloud: np.ndarray,
     shadow: np.ndarray,
@@ -116,18 +127,10 @@ def merge_flags(
     if valid is None:
         valid = product_mask != NODATA
     # full-size temporaries are freed as soon as possible: a 10980² tile is 120 MB per array
-    cloud = cloud & valid
-    if params.use_product_mask:
-        cloud |= product_mask == CLOUD
-    cloud_d = dilate(cloud, params.dilation)
+    cloud_d = _dilated_class(cloud, CLOUD, product_mask, params, valid)
     del cloud
-    cloud_d &= valid
-    shadow = shadow & valid
-    if params.use_product_mask:
-        shadow |= product_mask == SHADOW
-    shadow_d = dilate(shadow, params.dilation)
+    shadow_d = _dilated_class(shadow, SHADOW, product_mask, params, valid)
     del shadow
-    shadow_d &= valid
     shadow_d &= ~cloud_d
     merged = np.where(valid, product_mask, NODATA).astype(np.uint8, copy=False)
     merged[merged == CLOUD] = CLEAR  # product classes are re-decided above

@@ -19,7 +19,7 @@ they have).
 from __future__ import annotations
 
 import warnings
-from typing import Literal, Optional, get_args
+from typing import Callable, Literal, Optional, get_args
 
 import numpy as np
 
@@ -74,6 +74,18 @@ def _first(blocks: np.ndarray, valid: np.ndarray) -> np.ndarray:
     return np.take_along_axis(blocks, idx, axis=-1)[..., 0]
 
 
+def _aggregate(arr: np.ndarray, factor: int, nodata: Optional[float],
+               reduce: Callable[[np.ndarray, np.ndarray, float], np.ndarray]) -> np.ndarray:
+    """Blocks of ``arr``, reduced by ``reduce(blocks, valid, fill)``; nodata where a block has no valid pixel."""
+    if factor == 1:
+        return arr.copy()
+    fill = nodata if nodata is not None else 0
+    blocks = _blocks(arr, factor, fill)
+    valid = _valid(blocks, nodata)
+    out = reduce(blocks, valid, fill)
+    return np.where(valid.any(axis=-1), out, fill).astype(arr.dtype, copy=False)
+
+
 def downsample(arr: np.ndarray, factor: int, method: str = "first", nodata: Optional[float] = 0) -> np.ndarray:
     """Aggregate ``arr`` ((H, W) or (B, H, W)) by a whole ``factor`` with a SNAP downsampling method.
 
@@ -81,31 +93,26 @@ def downsample(arr: np.ndarray, factor: int, method: str = "first", nodata: Opti
     integer rasters) and is ``nodata`` where a block holds no valid pixel.
     """
     method = check_method("downsampling", method)
-    if factor == 1:
-        return arr.copy()
-    fill = nodata if nodata is not None else 0
-    blocks = _blocks(arr, factor, fill)
-    valid = _valid(blocks, nodata)
-    any_valid = valid.any(axis=-1)
-    if method == "first":
-        out = _first(blocks, valid)
-    elif method in ("min", "max"):
-        if np.issubdtype(arr.dtype, np.integer):
-            info = np.iinfo(arr.dtype)
-            neutral = info.max if method == "min" else info.min
-        else:
-            neutral = np.inf if method == "min" else -np.inf
-        masked = np.where(valid, blocks, neutral)
-        out = masked.min(axis=-1) if method == "min" else masked.max(axis=-1)
-    else:
+    integer = np.issubdtype(arr.dtype, np.integer)
+
+    def reduce(blocks: np.ndarray, valid: np.ndarray, fill: float) -> np.ndarray:
+        if method == "first":
+            return _first(blocks, valid)
+        if method in ("min", "max"):
+            if integer:
+                info = np.iinfo(arr.dtype)
+                neutral = info.max if method == "min" else info.min
+            else:
+                neutral = np.inf if method == "min" else -np.inf
+            masked = np.where(valid, blocks, neutral)
+            return masked.min(axis=-1) if method == "min" else masked.max(axis=-1)
         values = np.where(valid, blocks.astype(np.float64), np.nan)
         with np.errstate(invalid="ignore"), warnings.catch_warnings():
-            warnings.simplefilter("ignore", RuntimeWarning)  # all-nodata blocks: filled below
+            warnings.simplefilter("ignore", RuntimeWarning)  # all-nodata blocks: filled by _aggregate
             out = np.nanmean(values, axis=-1) if method == "mean" else np.nanmedian(values, axis=-1)
-        if np.issubdtype(arr.dtype, np.integer):
-            out = np.rint(np.nan_to_num(out, nan=fill))
-    out = np.where(any_valid, out, fill)
-    return out.astype(arr.dtype, copy=False)
+        return np.rint(np.nan_to_num(out, nan=fill)) if integer else out
+
+    return _aggregate(arr, factor, nodata, reduce)
 
 
 def downsample_flags(arr: np.ndarray, factor: int, method: str = "first", nodata: Optional[int] = 0) -> np.ndarray:
@@ -113,20 +120,15 @@ def downsample_flags(arr: np.ndarray, factor: int, method: str = "first", nodata
     method = check_method("flag_downsampling", method)
     if not np.issubdtype(arr.dtype, np.integer):
         raise InvalidParameter(f"Flag downsampling needs an integer raster, got {arr.dtype}.")
-    if factor == 1:
-        return arr.copy()
-    fill = nodata if nodata is not None else 0
-    blocks = _blocks(arr, factor, fill)
-    valid = _valid(blocks, nodata)
-    any_valid = valid.any(axis=-1)
-    if method == "first":
-        out = _first(blocks, valid)
-    elif method == "flag_and":
-        ones = np.array(~np.zeros((), dtype=arr.dtype))
-        out = np.bitwise_and.reduce(np.where(valid, blocks, ones), axis=-1)
-    elif method == "flag_or":
-        out = np.bitwise_or.reduce(np.where(valid, blocks, 0).astype(arr.dtype), axis=-1)
-    else:
+
+    def reduce(blocks: np.ndarray, valid: np.ndarray, fill: float) -> np.ndarray:
+        if method == "first":
+            return _first(blocks, valid)
+        if method == "flag_and":
+            ones = np.array(~np.zeros((), dtype=arr.dtype))
+            return np.bitwise_and.reduce(np.where(valid, blocks, ones), axis=-1)
+        if method == "flag_or":
+            return np.bitwise_or.reduce(np.where(valid, blocks, 0).astype(arr.dtype), axis=-1)
         n_valid = valid.sum(axis=-1)
         out = np.zeros(blocks.shape[:-1], dtype=arr.dtype)
         for bit in range(arr.dtype.itemsize * 8):
@@ -134,5 +136,6 @@ def downsample_flags(arr: np.ndarray, factor: int, method: str = "first", nodata
             count = (((blocks & mask) != 0) & valid).sum(axis=-1)
             on = 2 * count > n_valid if method == "flag_median_and" else 2 * count >= n_valid
             out |= np.where(on & (n_valid > 0), mask, 0).astype(arr.dtype)
-    out = np.where(any_valid, out, fill)
-    return out.astype(arr.dtype, copy=False)
+        return out
+
+    return _aggregate(arr, factor, nodata, reduce)

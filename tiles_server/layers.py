@@ -7,6 +7,7 @@ opacity); they never send expressions or band indexes.
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass
 from typing import Literal, Optional
 
@@ -121,32 +122,44 @@ def hex_color(rgba: RGBA) -> str:
     return "#{:02x}{:02x}{:02x}".format(*rgba[:3])
 
 
+@functools.lru_cache(maxsize=64)
+def ramp(name: str) -> np.ndarray:
+    """A rio-tiler colormap as a read-only (256, 4) uint8 array (loaded once per name)."""
+    m = cmap.get(name)
+    out = np.array([m[i] for i in range(256)], dtype=np.uint8)
+    out.flags.writeable = False
+    return out
+
+
+@functools.lru_cache(maxsize=256)
 def categorical_lut(layer: Layer, opacity: float) -> np.ndarray:
     """A (256, 4) uint8 lookup table: class value -> RGBA; unknown values and OUTSIDE are transparent."""
     lut = np.zeros((256, 4), dtype=np.uint8)
     for c in layer.classes:
         lut[c.value] = (*c.color[:3], round(c.color[3] * opacity))
     lut[OUTSIDE] = 0
+    lut.flags.writeable = False
     return lut
 
 
+@functools.lru_cache(maxsize=256)
 def continuous_lut(layer: Layer, colormap: str, minimum: float, opacity: float) -> np.ndarray:
     """A (256, 4) uint8 lookup table for a ``p x scale`` uint8 raster: transparent below ``minimum``."""
-    ramp = np.array([cmap.get(colormap)[i] for i in range(256)], dtype=np.float64)
     values = np.arange(256) / layer.scale
     idx = np.clip(np.round(values * 255), 0, 255).astype(int)
-    lut = ramp[idx].astype(np.uint8)
+    lut = ramp(colormap)[idx].copy()
     lut[:, 3] = np.where(values >= minimum, round(255 * opacity), 0)
     lut[values > 1.0] = 0
     if layer.nodata is not None:
         lut[layer.nodata] = 0
+    lut.flags.writeable = False
     return lut
 
 
 def colormap_stops(name: str, n: int = 11) -> list[list[object]]:
     """``[[value, "#rrggbb"], …]`` from 0 to 1 for a legend gradient."""
-    ramp = cmap.get(name)
-    return [[round(i / (n - 1), 3), hex_color(tuple(int(v) for v in ramp[round(255 * i / (n - 1))]))]
+    colors = ramp(name)
+    return [[round(i / (n - 1), 3), hex_color(tuple(int(v) for v in colors[round(255 * i / (n - 1))]))]
             for i in range(n)]
 
 

@@ -11,13 +11,12 @@ from typing import Optional
 import numpy as np
 import rasterio
 from morecantile import TileMatrixSet
-from rio_tiler.colormap import cmap
 from rio_tiler.constants import WEB_MERCATOR_TMS
 from rio_tiler.io import Reader
 from rio_tiler.models import ImageData
 from rio_tiler.utils import render
 
-from tiles_server.layers import OUTSIDE, Layer, categorical_lut, continuous_lut
+from tiles_server.layers import OUTSIDE, Layer, categorical_lut, continuous_lut, ramp
 
 #: GDAL settings for every read: no directory listing next to the file. (The block cache size is
 #: process-wide, set once at start-up: changing it per request would flush the cache every time.)
@@ -57,11 +56,6 @@ def read_tile(layer: Layer, path: Path, bands: list[str], tms: TileMatrixSet,
         return src.tile(x, y, z, tilesize=tilesize, indexes=layer.band_indexes(bands))
 
 
-def _ramp(name: str) -> np.ndarray:
-    m = cmap.get(name)
-    return np.array([m[i] for i in range(256)], dtype=np.uint8)
-
-
 def _stretch(data: np.ndarray, lo: float, hi: float) -> np.ndarray:
     scaled = (data.astype(np.float32) - lo) * (255.0 / (hi - lo))
     return np.clip(np.round(scaled), 0, 255).astype(np.uint8)
@@ -85,7 +79,7 @@ def draw(layer: Layer, image: ImageData, style: Style) -> np.ndarray:
         a, b = data[0].astype(np.float32), data[1].astype(np.float32)
         total = a + b
         index = np.divide(a - b, total, out=np.zeros_like(total), where=total != 0)
-        rgba = np.moveaxis(_ramp(style.colormap or layer.colormap)[_stretch(index, lo, hi)], -1, 0).copy()
+        rgba = np.moveaxis(ramp(style.colormap or layer.colormap)[_stretch(index, lo, hi)], -1, 0).copy()
         rgba[3] = alpha
         return rgba
     return np.concatenate([_stretch(data, lo, hi), alpha[np.newaxis]])
