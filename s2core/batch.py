@@ -12,7 +12,7 @@ from s2core.catalog import Catalog
 from s2core.errors import Cancelled, InvalidAOI, S2CoreError
 from s2core.manifest import Manifest
 from s2core.pipeline import RunState, _open, preprocess
-from s2core.progress import CancelToken, ProgressCallback, null_progress
+from s2core.progress import CancelToken, ProgressCallback, null_progress, scaled
 from s2core.request import PreprocessRequest
 
 
@@ -84,9 +84,11 @@ def preprocess_batch(
     cancel = cancel or CancelToken()
     if scheduler is None:
         results: list[BatchResult] = []
-        for req in requests:
+        n = len(requests)
+        for k, req in enumerate(requests):
+            prefix = f"[{k + 1}/{n}] " if n > 1 else ""
             try:
-                m = preprocess(req, progress=emit, cancel=cancel, catalog=catalog)
+                m = preprocess(req, progress=scaled(emit, k / n, (k + 1) / n, prefix), cancel=cancel, catalog=catalog)
                 results.append(BatchResult(req.run_id or m.run_id, m.run_id, m, m.error))
             except Cancelled:
                 raise

@@ -53,6 +53,14 @@ class Scene:
     hrefs: Mapping[str, str]  # canonical band (B02 … SCL) -> absolute, unsigned href
     offsets: Mapping[str, float]  # canonical band -> DN offset
     item: Mapping[str, Any] = field(repr=False, compare=False, hash=False)
+    level: str = "L2A"  # "L1C" for top-of-atmosphere products (SAFE input)
+
+    @property
+    def mask_layers(self) -> tuple[str, ...]:
+        """The assets that hold the product's own cloud mask: SCL (L2A), MSK_CLASSI or MSK_CLOUDS (L1C)."""
+        if self.level == "L2A":
+            return ("SCL",)
+        return tuple(k for k in ("MSK_CLASSI", "MSK_CLOUDS") if k in self.hrefs)[:1]
 
     def href(self, band: str) -> str:
         """The asset href of ``band``; :class:`MissingAsset` names the item and what it has."""
@@ -61,8 +69,20 @@ class Scene:
         except KeyError:
             raise MissingAsset(
                 f"Item {self.id} has no asset for {band} (it has {', '.join(sorted(self.hrefs)) or 'none'}): "
-                "drop that band from 'bands' or use a catalog that serves it."
+                "drop that band from 'bands', or use a catalog or product that has it."
             ) from None
+
+
+def view_angles(props: Mapping[str, Any]) -> dict[str, float]:
+    """Mean sun/view angles of an item as STAC ``view`` properties (Earth Search and SAFE items carry
+    them as such; Planetary Computer as ``s2:mean_solar_azimuth`` / ``s2:mean_solar_zenith``)."""
+    out = {k: float(props[k]) for k in ("view:sun_azimuth", "view:sun_elevation", "view:incidence_angle",
+                                        "view:azimuth") if props.get(k) is not None}
+    if "view:sun_azimuth" not in out and props.get("s2:mean_solar_azimuth") is not None:
+        out["view:sun_azimuth"] = float(props["s2:mean_solar_azimuth"])
+    if "view:sun_elevation" not in out and props.get("s2:mean_solar_zenith") is not None:
+        out["view:sun_elevation"] = 90.0 - float(props["s2:mean_solar_zenith"])
+    return out
 
 
 def _parse_datetime(props: Mapping[str, Any]) -> dt.datetime:
@@ -212,7 +232,7 @@ def _datetime_range(start: dt.date, end: dt.date) -> str:
 def _finish(scenes: list[Scene], what: str, start: dt.date, end: dt.date) -> list[Scene]:
     if not scenes:
         raise NoItemsFound(
-            f"No Sentinel-2 L2A item in {what} intersects the AOI between {start} and {end}: "
+            f"No Sentinel-2 scene in {what} intersects the AOI between {start} and {end}: "
             "widen the date range, check the AOI location, or relax max_cloud_cover."
         )
     scenes.sort(key=lambda s: (s.datetime, s.tile, s.id))

@@ -9,7 +9,7 @@ import sys
 from typing import Optional, Sequence
 
 from s2core.bands import L2A_BANDS
-from s2core.errors import Cancelled, S2CoreError
+from s2core.errors import Cancelled, InvalidParameter, S2CoreError
 from s2core.progress import CancelToken, ProgressEvent
 from s2core.request import DEFAULT_MAX_AOI_KM2, make_request
 
@@ -17,10 +17,14 @@ log = logging.getLogger("s2core")
 
 
 def _add_preprocess_args(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--aoi", required=True, help="AOI: vector file path (GeoJSON/GPKG/SHP), GeoJSON string or WKT")
-    p.add_argument("--start", required=True, help="first date, YYYY-MM-DD")
-    p.add_argument("--end", required=True, help="last date (inclusive), YYYY-MM-DD")
+    p.add_argument("--aoi", default=None, help="AOI: vector file path (GeoJSON/GPKG/SHP), GeoJSON string or WKT "
+                                               "(optional with --input: whole products)")
+    p.add_argument("--start", default=None, help="first date, YYYY-MM-DD (optional with --input)")
+    p.add_argument("--end", default=None, help="last date (inclusive), YYYY-MM-DD (optional with --input)")
     p.add_argument("--catalog", default="pc", help="pc (default), earth-search, a STAC API URL, or a local catalog path")
+    p.add_argument("--input", action="extend", nargs="+", default=None, metavar="PRODUCT",
+                   help="local Sentinel-2 products instead of a catalog: .SAFE folders, .zip files, or folders of "
+                        "them (L2A or L1C); all are processed as one batch")
     p.add_argument("--collection", default=None, help="STAC collection (default sentinel-2-l2a)")
     p.add_argument("--out", default="runs", help="output root; the run is written to OUT/<run_id>/ (default: runs)")
     p.add_argument("--run-id", default=None, help="name of the run folder (default: timestamp + random suffix)")
@@ -33,7 +37,11 @@ def _add_preprocess_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--flag-downsampling", default="first",
                    choices=["first", "flag_and", "flag_or", "flag_median_and", "flag_median_or"],
                    help="class/flag rasters (SCL) coarser than native (default first)")
-    p.add_argument("--crs", default=None, help="output CRS (default: UTM zone of the AOI)")
+    p.add_argument("--crs", default=None, help="output CRS: EPSG code, PROJ string or WKT (default: UTM zone of the AOI; "
+                                               "on a geographic CRS such as EPSG:4326 --resolution metres become degrees)")
+    p.add_argument("--output-format", default="COG",
+                   help="COG (default), GTiff, or a GDAL raster driver that can write, e.g. ENVI, HFA, netCDF: "
+                        "adds raster.<ext> beside the COGs")
     p.add_argument("--min-tile-cover", type=float, default=0.99, help="minimum AOI fraction a pass must cover (default 0.99)")
     p.add_argument("--max-tiles-per-time", type=int, default=None, help="most tiles per pass (default: no limit)")
     p.add_argument("--max-cloud-cover", type=float, default=None, help="skip items above this eo:cloud_cover (percent)")
@@ -87,19 +95,29 @@ def _mask_options(args: argparse.Namespace) -> dict[str, object]:
     }
 
 
+def _params(args: argparse.Namespace) -> dict[str, object]:
+    """Request fields common to catalog and SAFE runs."""
+    return dict(
+        masks=_mask_options(args) if getattr(args, "cloud_model", None) is not None else None,
+        collection=args.collection, out_dir=args.out, bands=args.bands, resolution=args.resolution,
+        cloud_mask=args.cloud_mask, upsampling=args.upsampling, downsampling=args.downsampling,
+        flag_downsampling=args.flag_downsampling, crs=args.crs, output_format=args.output_format,
+        min_tile_cover=args.min_tile_cover,
+        max_tiles_per_time=args.max_tiles_per_time, max_cloud_cover=args.max_cloud_cover,
+        dl_timeout=args.dl_timeout, max_retries=args.max_retries, read_workers=args.read_workers,
+        max_aoi_km2=args.max_aoi_km2,
+    )
+
+
 def _request_from_args(args: argparse.Namespace, **override: object):  # noqa: ANN202
-    masks = _mask_options(args) if getattr(args, "cloud_model", None) is not None else None
+    missing = [f"--{k}" for k in ("aoi", "start", "end") if getattr(args, k) in (None, "")]
+    if missing:
+        raise InvalidParameter(f"{', '.join(missing)} missing: give them, or --input with local SAFE products.")
     kwargs: dict[str, object] = dict(aoi=args.aoi, run_id=args.run_id)
     kwargs.update(override)
     return make_request(
-        masks=masks,
-        aoi=kwargs["aoi"], start=args.start, end=args.end, catalog=args.catalog, collection=args.collection,
-        out_dir=args.out, run_id=kwargs["run_id"], bands=args.bands, resolution=args.resolution,
-        cloud_mask=args.cloud_mask, upsampling=args.upsampling, downsampling=args.downsampling, flag_downsampling=args.flag_downsampling,
-        crs=args.crs, min_tile_cover=args.min_tile_cover,
-        max_tiles_per_time=args.max_tiles_per_time, max_cloud_cover=args.max_cloud_cover,
-        dl_timeout=args.dl_timeout, max_retries=args.max_retries, read_workers=args.read_workers,
-        max_aoi_km2=args.max_aoi_km2, pc_key=args.pc_key or os.environ.get("PC_SDK_SUBSCRIPTION_KEY") or None,
+        aoi=kwargs["aoi"], start=args.start, end=args.end, catalog=args.catalog, run_id=kwargs["run_id"],
+        pc_key=args.pc_key or os.environ.get("PC_SDK_SUBSCRIPTION_KEY") or None, **_params(args),
     )
 
 
@@ -129,6 +147,8 @@ def cmd_preprocess(args: argparse.Namespace) -> int:
 
     if getattr(args, "batch", False):
         return _cmd_batch(args)
+    if args.input:
+        return _cmd_safe(args)
     request = _request_from_args(args)
     bar = _Bar(enabled=not args.quiet)
     cancel = CancelToken()
@@ -144,11 +164,27 @@ def cmd_preprocess(args: argparse.Namespace) -> int:
 
 def _cmd_batch(args: argparse.Namespace) -> int:
     """One run per feature of a FeatureCollection, planned together."""
-    from s2core.batch import preprocess_batch, split_features
+    from s2core.batch import split_features
     from s2core.pipeline import new_run_id
 
     base = args.run_id or new_run_id()
     requests = [_request_from_args(args, aoi=geom, run_id=f"{base}-{name}") for name, geom in split_features(args.aoi)]
+    return _run_all(args, requests)
+
+
+def _cmd_safe(args: argparse.Namespace) -> int:
+    """Local SAFE products: with --aoi one run over those that cover it, else one run per product."""
+    from s2core.safe_runs import safe_requests
+
+    extra = {k: getattr(args, k) for k in ("start", "end", "run_id") if getattr(args, k)}
+    requests = safe_requests(args.input, args.aoi, **extra, **_params(args))
+    return _run_all(args, requests)
+
+
+def _run_all(args: argparse.Namespace, requests: list) -> int:
+    """Several runs behind one progress bar; a summary per run."""
+    from s2core.batch import preprocess_batch
+
     bar = _Bar(enabled=not args.quiet)
     try:
         results = preprocess_batch(requests, progress=bar, scheduler=args.scheduler, workers=args.workers)
@@ -189,15 +225,22 @@ def cmd_search(args: argparse.Namespace) -> int:
     """List the acquisitions a run would use, and the skipped ones, without reading pixels."""
     from s2core.pipeline import plan
 
-    request = _request_from_args(args)
-    acquisitions, skipped, n = plan(request)
-    print(f"{n} item(s) found; {len(acquisitions)} acquisition(s) selected, {len(skipped)} skipped")
-    for a in acquisitions:
-        cc = a.cloud_cover
-        print(f"  {a.date}  {a.id}  tiles {'+'.join(a.tiles)}  coverage {a.coverage:.1%}"
-              + (f"  cloud {cc:.1f}%" if cc is not None else ""))
-    for s in skipped:
-        print(f"  {s.date}  skipped: {s.reason}")
+    if args.input:
+        from s2core.safe_runs import safe_requests
+
+        extra = {k: getattr(args, k) for k in ("start", "end") if getattr(args, k)}
+        requests = safe_requests(args.input, args.aoi, **extra, **_params(args))
+    else:
+        requests = [_request_from_args(args)]
+    for request in requests:
+        acquisitions, skipped, n = plan(request)
+        print(f"{n} item(s) found; {len(acquisitions)} acquisition(s) selected, {len(skipped)} skipped")
+        for a in acquisitions:
+            cc = a.cloud_cover
+            print(f"  {a.date}  {a.id}  tiles {'+'.join(a.tiles)}  coverage {a.coverage:.1%}"
+                  + (f"  cloud {cc:.1f}%" if cc is not None else ""))
+        for s in skipped:
+            print(f"  {s.date}  skipped: {s.reason}")
     return 0
 
 
@@ -224,7 +267,7 @@ def cmd_models(args: argparse.Namespace) -> int:
 
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser of ``python -m s2core``."""
-    parser = argparse.ArgumentParser(prog="python -m s2core", description="Sentinel-2 L2A preprocessing and masks.")
+    parser = argparse.ArgumentParser(prog="python -m s2core", description="Sentinel-2 preprocessing and cloud/shadow masks (STAC catalogs or local SAFE products).")
     parser.add_argument("-v", "--verbose", action="store_true", help="log details")
     parser.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
     sub = parser.add_subparsers(dest="command", required=True)

@@ -81,3 +81,7 @@ class InvalidModel(ModelError):
 
 class ModelBandsMissing(ModelError):
     """A model needs bands that the raster (or the array given to predict) lacks."""
+
+
+class InvalidProduct(S2CoreError):
+    """A local Sentinel-2 product (SAFE folder or zip) that is missing, incomplete or corrupt."""

@@ -8,7 +8,8 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import Any
+from functools import cached_property
+from typing import Any, Optional
 
 from affine import Affine
 from pyproj import CRS, Transformer
@@ -19,6 +20,8 @@ from s2core.aoi import AOI, transform_xy
 from s2core.errors import InvalidParameter
 
 MAX_GRID_PIXELS = 40_000 * 40_000
+#: Metres per degree of latitude (WGS84 mean): pixel sizes asked in metres on a geographic CRS.
+METRES_PER_DEGREE = 111_320.0
 
 
 @dataclass(frozen=True)
@@ -34,6 +37,16 @@ class Grid:
     def resolution(self) -> float:
         """Pixel size in CRS units (square pixels)."""
         return float(self.transform.a)
+
+    @cached_property
+    def is_geographic(self) -> bool:
+        """True for a lon/lat grid (pixel sizes in degrees)."""
+        return bool(CRS.from_user_input(self.crs).is_geographic)
+
+    @property
+    def resolution_m(self) -> float:
+        """Pixel size in metres (degrees × :data:`METRES_PER_DEGREE` on a geographic grid)."""
+        return self.resolution * METRES_PER_DEGREE if self.is_geographic else self.resolution
 
     @property
     def shape(self) -> tuple[int, int]:
@@ -75,22 +88,27 @@ def project_geometry(geom: BaseGeometry, dst_crs: CRS, src_crs: str | CRS = "EPS
     return transform_xy(tr.transform, geom)
 
 
-def output_grid(aoi: AOI, crs: CRS, resolution: float) -> Grid:
+def output_grid(aoi: AOI, crs: CRS, resolution: float, origin: Optional[tuple[float, float]] = None) -> Grid:
     """The grid covering ``aoi`` in ``crs`` with pixels of ``resolution`` metres.
 
     Edges are snapped to multiples of ``resolution`` so that, in the product's own UTM
     zone, 10/20/60 m output pixels align with Sentinel-2's native pixels (origins are
-    multiples of 60 m).
+    multiples of 60 m). ``origin`` (x, y) snaps them to ``origin + k * resolution`` instead
+    (e.g. a tile's upper-left corner, so that any resolution lines up with the tile).
     """
     geom = project_geometry(aoi.unwrapped, crs)
     minx, miny, maxx, maxy = geom.bounds
     if not all(math.isfinite(v) for v in (minx, miny, maxx, maxy)):
         raise InvalidParameter(f"The AOI cannot be projected to {crs_string(crs)}: choose a CRS that covers it.")
     res = float(resolution)
-    left = math.floor(minx / res) * res
-    bottom = math.floor(miny / res) * res
-    right = math.ceil(maxx / res) * res
-    top = math.ceil(maxy / res) * res
+    if crs.is_geographic:  # metres asked, degrees given: square pixels of that size along a meridian
+        res = res / METRES_PER_DEGREE
+    ox, oy = origin or (0.0, 0.0)
+    tol = min(0.01, res * 1e-3)  # a box given in lon/lat comes back a few µm off its pixel edges
+    left = ox + math.floor((minx - ox + tol) / res) * res
+    bottom = oy + math.floor((miny - oy + tol) / res) * res
+    right = ox + math.ceil((maxx - ox - tol) / res) * res
+    top = oy + math.ceil((maxy - oy - tol) / res) * res
     width = max(1, int(round((right - left) / res)))
     height = max(1, int(round((top - bottom) / res)))
     if width * height > MAX_GRID_PIXELS:

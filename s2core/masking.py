@@ -126,7 +126,7 @@ def block_mean(dn: np.ndarray, factor: int) -> tuple[np.ndarray, np.ndarray]:
 def inference_factor(card: ModelCard, grid: Grid, resolution: Optional[float]) -> int:
     """Integer block size between the output grid and the model's inference resolution."""
     target = resolution or card.native_resolution
-    return max(1, int(round(target / grid.resolution)))
+    return max(1, int(round(target / grid.resolution_m)))
 
 
 def source_reader(card: ModelCard, source: RasterSource, band_index: list[int], factor: int) -> RowReader:
@@ -188,7 +188,7 @@ def run_models(
         job = EngineJob(session, source_reader(card, source, index, factor), hi, wi, roles, sink)
         stats = run_model(job, EngineOptions(patch=options.patch_size, batch_size=options.batch_size,
                                              cancel=cancel, on_row=on_row))
-        log.info("%s at %g m: %d patches, %d skipped", name, grid.resolution * factor, stats.patches, stats.skipped)
+        log.info("%s at %g m: %d patches, %d skipped", name, grid.resolution_m * factor, stats.patches, stats.skipped)
         runs.append(ModelRun(card, roles, factor, probs, stats))
     return runs
 
@@ -311,7 +311,7 @@ def mask_acquisition(
                   tags=common)
         outputs["cloud_mask"] = "cloud_mask.tif"
     models = {
-        run.card.name: {"roles": list(run.roles), "inference_resolution": grid.resolution * run.factor,
+        run.card.name: {"roles": list(run.roles), "inference_resolution": grid.resolution_m * run.factor,
                         "patches": run.stats.patches, "skipped_patches": run.stats.skipped,
                         "pixels_run": run.stats.pixels_run}
         for run in runs

@@ -1,4 +1,6 @@
-"""s2core.masks: the product mask derived from the Scene Classification Layer (SCL).
+"""s2core.masks: the product's own cloud mask, from the Scene Classification Layer (SCL) of
+L2A products or from the L1C cloud masks (``MSK_CLASSI_B00`` raster, or ``MSK_CLOUDS_B00.gml``
+polygons before baseline 04.00: OPAQUE and CIRRUS count as cloud, snow as snow).
 
 Product mask values (uint8):
 
@@ -16,7 +18,13 @@ code  name        SCL classes
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import numpy as np
+from pyproj import CRS
+
+if TYPE_CHECKING:
+    from s2core.grid import Grid
 
 NODATA = 0
 CLEAR = 1
@@ -51,4 +59,60 @@ def class_fractions(mask: np.ndarray) -> dict[str, float]:
     for code, name in MASK_CLASSES.items():
         if code != NODATA:
             out[name] = float(counts[code] / valid) if valid else 0.0
+    return out
+
+
+def product_mask_from_classi(opaque: np.ndarray, cirrus: np.ndarray, snow: np.ndarray, valid: np.ndarray) -> np.ndarray:
+    """Product mask codes from the three planes of an L1C ``MSK_CLASSI_B00`` (non-zero = flagged)."""
+    out = np.where(valid, CLEAR, NODATA).astype(np.uint8)
+    out[valid & (snow != 0)] = SNOW
+    out[valid & ((opaque != 0) | (cirrus != 0))] = CLOUD
+    return out
+
+
+def gml_cloud_polygons(data: bytes) -> tuple[str | None, list[tuple[str, object]]]:
+    """``(crs, [(mask_type, polygon), ...])`` of an ``MSK_CLOUDS_B00.gml`` file (OPAQUE / CIRRUS)."""
+    from xml.etree import ElementTree
+
+    from shapely.geometry import Polygon
+
+    def local(tag: str) -> str:
+        return tag.rsplit("}", 1)[-1]
+
+    root = ElementTree.fromstring(data)
+    crs = None
+    for el in root.iter():
+        srs = el.get("srsName")
+        if srs:
+            crs = "EPSG:" + srs.rsplit(":", 1)[-1]
+            break
+    polygons: list[tuple[str, object]] = []
+    for feat in (e for e in root.iter() if local(e.tag) == "MaskFeature"):
+        kind = next((e.text or "" for e in feat.iter() if local(e.tag) == "maskType"), "").strip().upper()
+        for poly in (e for e in feat.iter() if local(e.tag) == "Polygon"):
+            rings = []
+            for ring in (e for e in poly.iter() if local(e.tag) == "posList"):
+                v = [float(x) for x in (ring.text or "").split()]
+                dim = int(ring.get("srsDimension") or 2)
+                rings.append([(v[i], v[i + 1]) for i in range(0, len(v) - dim + 1, dim)])
+            if rings and len(rings[0]) >= 3:
+                polygons.append((kind, Polygon(rings[0], rings[1:])))
+    return crs, polygons
+
+
+def product_mask_from_gml(data: bytes, grid: "Grid", valid: np.ndarray) -> np.ndarray:
+    """Product mask codes from ``MSK_CLOUDS_B00.gml`` polygons rasterised on ``grid`` (pixel centres)."""
+    from rasterio.features import rasterize
+
+    from s2core.grid import project_geometry
+
+    crs, polygons = gml_cloud_polygons(data)
+    out = np.where(valid, CLEAR, NODATA).astype(np.uint8)
+    shapes = []
+    for _kind, poly in polygons:
+        geom = project_geometry(poly, CRS.from_user_input(grid.crs), src_crs=crs) if crs else poly
+        shapes.append((geom, 1))
+    if shapes:
+        hit = rasterize(shapes, out_shape=grid.shape, transform=grid.transform, fill=0, dtype="uint8")
+        out[valid & (hit != 0)] = CLOUD
     return out

@@ -23,6 +23,7 @@ from s2core.bands import DESCRIPTIONS
 from s2core.catalog import Catalog, Signer, open_catalog
 from s2core.cloud_nodata import blank_raster
 from s2core.errors import Cancelled, InvalidParameter, NoAcquisitionCovers, S2CoreError
+from s2core.formats import GEOTIFF_DRIVERS, convert_raster
 from s2core.grid import Grid, output_grid
 from s2core.manifest import AcquisitionRecord, Manifest, SkippedRecord
 from s2core.masking import ArraySource, FileSource, MaskResult, mask_acquisition
@@ -81,6 +82,16 @@ def plan(request: PreprocessRequest, catalog: Optional[Catalog] = None) -> tuple
 
 
 def _open(request: PreprocessRequest) -> Catalog:
+    if request.input:
+        from s2core.safe import SafeCatalog
+
+        safe = SafeCatalog(request.input)
+        if safe.level != request.level:
+            raise InvalidParameter(
+                f"The input products are {safe.level} but the request says level={request.level!r}: "
+                f"set level='{safe.level}' (s2core.safe_runs and the CLI's --input do this themselves)."
+            )
+        return safe
     key = request.pc_key.get_secret_value() if request.pc_key else None
     return open_catalog(request.catalog, collection=request.collection, pc_key=key, timeout=min(60.0, request.dl_timeout))
 
@@ -117,31 +128,33 @@ def process_acquisition(
                            acquisition.id))
     folder = run_dir / acquisition.id
     common = {"ACQUISITION": acquisition.id, "SOURCE_ITEMS": ",".join(s.id for s in acquisition.scenes)}
+    # mean sun angles travel with every output (and reach the masks stage through its tags)
+    common.update({k.split(":")[1].upper(): f"{v:.6f}" for k, v in acquisition.sun_angles.items()})
     write_cog(
         folder / "raster.tif", stack.data, grid,
         nodata=0,
         descriptions=[DESCRIPTIONS[b] for b in request.bands],
         scales=[1e-4] * len(request.bands),
         offsets=[0.0] * len(request.bands),
-        tags={**common, "CONTENT": "surface reflectance x 10000; processing-baseline offset removed",
+        tags={**common, "CONTENT": ("top-of-atmosphere" if request.level == "L1C" else "surface")
+              + " reflectance x 10000; processing-baseline offset removed",
               "BANDS": ",".join(request.bands)},
         band_tags=[{"BAND": b} for b in request.bands],
     )
     write_cog(
         folder / "product_mask.tif", stack.product_mask, grid, nodata=0, overview_resampling="nearest",
-        descriptions=["product mask from SCL"], predictor=1,
+        descriptions=["product mask from " + ("SCL" if stack.scl is not None else "the L1C cloud masks")], predictor=1,
         tags={**common, "CLASSES": ";".join(f"{k}={v}" for k, v in MASK_CLASSES.items())},
     )
-    write_cog(
-        folder / "scl.tif", stack.scl, grid, nodata=0, overview_resampling="nearest",
-        descriptions=["Scene Classification Layer"], predictor=1, tags=common,
-    )
-    outputs = {
-        "raster": f"{acquisition.id}/raster.tif",
-        "product_mask": f"{acquisition.id}/product_mask.tif",
-        "scl": f"{acquisition.id}/scl.tif",
-    }
-    assets = {"raster": "raster.tif", "product_mask": "product_mask.tif", "scl": "scl.tif"}
+    outputs = {"raster": f"{acquisition.id}/raster.tif", "product_mask": f"{acquisition.id}/product_mask.tif"}
+    assets = {"raster": "raster.tif", "product_mask": "product_mask.tif"}
+    if stack.scl is not None:  # L1C products have no SCL
+        write_cog(
+            folder / "scl.tif", stack.scl, grid, nodata=0, overview_resampling="nearest",
+            descriptions=["Scene Classification Layer"], predictor=1, tags=common,
+        )
+        outputs["scl"] = f"{acquisition.id}/scl.tif"
+        assets["scl"] = "scl.tif"
     extra: dict[str, object] = {"s2core:valid_fraction": round(stack.valid_fraction, 6)}
     mask_result = None
     if masks is not None:
@@ -157,6 +170,10 @@ def process_acquisition(
         thr = (request.masks.cloud_thr, request.masks.shadow_thr) if request.masks else (1.0, 1.0)
         blanked = blank_raster(folder / "raster.tif", grid, request.cloud_mask, folder, *thr)
         extra["s2core:cloud_mask"] = request.cloud_mask
+    if request.output_format not in GEOTIFF_DRIVERS:  # the COG is a GeoTIFF already
+        export = convert_raster(folder / "raster.tif", request.output_format)
+        outputs["raster_export"] = f"{acquisition.id}/{export.name}"
+        assets["raster_export"] = export.name
     item = acquisition_item(acquisition, grid, request.aoi, request.bands, assets, extra)
     write_json(folder / "item.json", item)
     outputs["item"] = f"{acquisition.id}/item.json"
@@ -231,7 +248,7 @@ class RunState:
                 f"{'; …' if len(skipped) > 5 else ''}): lower min_tile_cover or raise max_tiles_per_time."
             )
         emit(ProgressEvent("select", 0.03, f"{len(self.acquisitions)} acquisition(s) to process, {len(skipped)} skipped"))
-        self.grid = output_grid(request.aoi, request.output_crs, request.resolution)
+        self.grid = output_grid(request.aoi, request.output_crs, request.resolution, request.grid_origin)
         run_id = request.run_id or new_run_id()
         self.run_dir = Path(request.out_dir) / run_id
         if (self.run_dir / MANIFEST_NAME).exists():

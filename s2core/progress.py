@@ -61,3 +61,13 @@ class CancelToken:
         """Raise :class:`~s2core.errors.Cancelled` when cancellation was requested."""
         if self._event.is_set():
             raise Cancelled("The run was cancelled; outputs already completed are kept in the run folder.")
+
+
+def scaled(callback: ProgressCallback, lo: float, hi: float, prefix: str = "") -> ProgressCallback:
+    """A callback that maps a sub-task's [0, 1] progress into [lo, hi] of ``callback`` (one bar for many runs)."""
+
+    def emit(event: ProgressEvent) -> None:
+        callback(ProgressEvent(event.stage, lo + (hi - lo) * event.fraction, prefix + event.message,
+                               event.acquisition, event.outcome))
+
+    return emit

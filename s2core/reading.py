@@ -108,7 +108,8 @@ def _run_with_deadline(fn: Callable[[], Any], seconds: float, name: str) -> Any:
 
 
 def _warp(href: str, grid: Grid, resampling: str, is_class: bool, http_timeout: float,
-          downsampling: str = "mean", flag_downsampling: str = "first") -> np.ndarray:
+          downsampling: str = "mean", flag_downsampling: str = "first", band: int = 1,
+          zero_is_data: bool = False) -> np.ndarray:
     # Remote: no directory listing (sidecar probing costs requests). Local: sidecars such
     # as .aux.xml may carry the georeferencing, so GDAL may look for them.
     env = dict(GDAL_HTTP_OPTIONS) if "://" in href else {"CPL_VSIL_NETWORK_STATS_ENABLED": "YES"}
@@ -120,26 +121,27 @@ def _warp(href: str, grid: Grid, resampling: str, is_class: bool, http_timeout: 
         with rasterio.open(href) as src:
             if src.crs is None:
                 raise AssetReadError(f"{href} has no CRS: it is not a georeferenced Sentinel-2 asset.")
-            src_nodata = src.nodata if src.nodata is not None else 0
+            src_nodata = src.nodata if src.nodata is not None else (None if zero_is_data else 0)
             src_res = abs(src.transform.a)
-            coarser = src_res > 0 and grid.resolution > src_res * 1.001 and _same_units(src, grid)
+            coarser = src_res > 0 and grid.resolution_m > src_res * 1.001 and _src_in_metres(src)
             factor = _block_factor(src, grid) if coarser else None
             if factor is not None:
                 # SNAP's aggregation: read the native pixels under the grid, aggregate whole blocks
                 fine = Grid(grid.crs, grid.transform @ Affine.scale(1 / factor), grid.width * factor,
                             grid.height * factor)
-                native = _reproject(src, fine, src_nodata, is_class, Resampling.nearest)
+                native = _reproject(src, fine, src_nodata, is_class, Resampling.nearest, band)
                 if is_class:
-                    return downsample_flags(native, factor, flag_downsampling, nodata=0)
+                    return downsample_flags(native, factor, flag_downsampling, nodata=None if zero_is_data else 0)
                 return downsample(native, factor, downsampling, nodata=np.nan)
             if is_class:
                 method = GDAL_FLAG_DOWNSAMPLING[flag_downsampling] if coarser else Resampling.nearest
             else:
                 method = GDAL_DOWNSAMPLING[downsampling] if coarser else RESAMPLING[resampling]
-            return _reproject(src, grid, src_nodata, is_class, method)
+            return _reproject(src, grid, src_nodata, is_class, method, band)
 
 
-def _reproject(src: Any, grid: Grid, src_nodata: float, is_class: bool, method: Resampling) -> np.ndarray:
+def _reproject(src: Any, grid: Grid, src_nodata: Optional[float], is_class: bool, method: Resampling,
+               band: int = 1) -> np.ndarray:
     if is_class:
         dst = np.zeros(grid.shape, dtype=np.uint8)
         dst_nodata: float = 0
@@ -147,7 +149,7 @@ def _reproject(src: Any, grid: Grid, src_nodata: float, is_class: bool, method: 
         dst = np.full(grid.shape, np.nan, dtype=np.float32)
         dst_nodata = np.nan
     reproject(
-        source=rasterio.band(src, 1),
+        source=rasterio.band(src, band),
         destination=dst,
         src_transform=src.transform,
         src_crs=src.crs,
@@ -182,9 +184,9 @@ def _block_factor(src: Any, grid: Grid) -> Optional[int]:
     return factor
 
 
-def _same_units(src: Any, grid: Grid) -> bool:
+def _src_in_metres(src: Any) -> bool:
     try:
-        return bool(src.crs.is_projected and grid.rio_crs.is_projected)
+        return bool(src.crs.is_projected)
     except Exception:  # noqa: BLE001
         return False
 
@@ -200,8 +202,13 @@ def read_to_grid(
     sign: Signer = no_signing,
     policy: ReadPolicy = ReadPolicy(),
     label: str = "",
+    band: int = 1,
+    zero_is_data: bool = False,
 ) -> np.ndarray:
-    """Read one single-band asset onto ``grid``.
+    """Read band ``band`` of one asset onto ``grid``.
+
+    ``zero_is_data``: a class raster whose 0 is a value, not nodata (binary flag masks such as
+    L1C ``MSK_CLASSI``); pixels outside it still come back as 0.
 
     Reflectance assets come back as float32 DNs with NaN for nodata (so that a valid value
     never collides with the nodata value); class assets (SCL) as uint8 with 0 = nodata,
@@ -222,7 +229,8 @@ def read_to_grid(
         signed = sign(href, force=force_sign)
         try:
             return _run_with_deadline(
-                lambda: _warp(signed, grid, resampling, is_class, remaining, downsampling, flag_downsampling),
+                lambda: _warp(signed, grid, resampling, is_class, remaining, downsampling, flag_downsampling, band,
+                              zero_is_data),
                 remaining, f"read {what}"
             )
         except TimeoutError:

@@ -40,7 +40,7 @@ Role = Literal["cloud", "shadow"]
 FARMVIBES_BANDS = ("B01", "B02", "B03", "B04", "B05", "B06", "B07", "B08", "B8A", "B09", "B11", "B12")
 
 #: Default cloud (and shadow) model names chosen by ``auto``, best first.
-AUTO_MODELS = ("ukis-csmask-6b-l2a", "ukis-csmask-4b-l2a")
+AUTO_MODELS = {"L2A": ("ukis-csmask-6b-l2a", "ukis-csmask-4b-l2a"), "L1C": ("ukis-csmask-6b-l1c", "ukis-csmask-4b-l1c")}
 
 
 class ModelSource(BaseModel):
@@ -213,9 +213,9 @@ def check_level(card: ModelCard, level: str) -> ModelCard:
     return card
 
 
-def auto_model(bands: tuple[str, ...] | list[str]) -> str:
-    """The best registered L2A model whose bands are all in ``bands``."""
-    for name in AUTO_MODELS:
+def auto_model(bands: tuple[str, ...] | list[str], level: str = "L2A") -> str:
+    """The best registered model of ``level`` whose bands are all in ``bands``."""
+    for name in AUTO_MODELS[level]:
         if all(b in bands for b in get_card(name).bands):
             return name
     raise ModelBandsMissing(

@@ -12,8 +12,9 @@ from pyproj import CRS
 from pyproj.exceptions import CRSError
 
 from s2core.aoi import AOI, parse_aoi
-from s2core.bands import L2A_BANDS, normalize_band
+from s2core.bands import ALL_BANDS, L2A_BANDS, normalize_band
 from s2core.errors import InvalidDateRange, InvalidParameter, S2CoreError, UnknownBand
+from s2core.formats import check_output_format
 from s2core.resampling import DownsamplingMethod, FlagDownsamplingMethod
 
 DEFAULT_MAX_AOI_KM2 = float(os.environ.get("S2CORE_MAX_AOI_KM2", "2500"))
@@ -54,22 +55,22 @@ class MaskOptions(BaseModel):
             raise InvalidParameter("cloud_model is empty: give a model name or 'auto'.")
         return v
 
-    def resolved(self, bands: tuple[str, ...]) -> "MaskOptions":
-        """Replace ``auto`` by concrete model names and check every model against ``bands``."""
+    def resolved(self, bands: tuple[str, ...], level: str = "L2A") -> "MaskOptions":
+        """Replace ``auto`` by concrete model names and check every model against ``bands`` and ``level``."""
         from s2core.registry import auto_model, check_level, get_card
 
         auto = None
         clouds = []
         for name in self.cloud_model:
             if name == "auto":
-                auto = auto or auto_model(bands)
+                auto = auto or auto_model(bands, level)
                 name = auto
-            check_level(get_card(name, "cloud"), "L2A").check_bands(bands)
+            check_level(get_card(name, "cloud"), level).check_bands(bands)
             clouds.append(name)
         shadow = self.shadow_model
         if shadow == "auto":
-            shadow = auto or auto_model(bands)
-        check_level(get_card(shadow, "shadow"), "L2A").check_bands(bands)
+            shadow = auto or auto_model(bands, level)
+        check_level(get_card(shadow, "shadow"), level).check_bands(bands)
         return self.model_copy(update={"cloud_model": tuple(clouds), "shadow_model": shadow})
 
 
@@ -87,6 +88,9 @@ class PreprocessRequest(BaseModel):
     start: dt.date
     end: dt.date
     catalog: str = Field("pc", description="'pc', 'earth-search', a STAC API URL or a local catalog path")
+    input: tuple[str, ...] = Field((), description="local SAFE products (.SAFE folders, .zip, or folders of them); "
+                                                   "replaces the catalog when given")
+    level: Literal["L2A", "L1C"] = Field("L2A", description="product level (L1C only with SAFE input)")
     collection: Optional[str] = Field(None, description="STAC collection id (default: sentinel-2-l2a)")
     out_dir: Path = Field(Path("runs"), description="Output root; each run writes OUT_DIR/<run_id>/")
     run_id: Optional[str] = None
@@ -97,6 +101,10 @@ class PreprocessRequest(BaseModel):
     flag_downsampling: FlagDownsamplingMethod = Field(
         "first", description="class/flag rasters on a coarser grid: first, flag_and, flag_or, flag_median_and/or")
     crs: Optional[str] = Field(None, description="Output CRS (EPSG code, PROJ or WKT); default UTM of the AOI")
+    output_format: str = Field("COG", description="COG (default), GTiff, or any GDAL raster driver that can write "
+                                                   "(ENVI, HFA, netCDF, ...): adds raster.<ext> beside the COGs")
+    grid_origin: Optional[tuple[float, float]] = Field(
+        None, description="snap the output grid to origin + k*resolution (CRS units) instead of multiples of it")
     min_tile_cover: float = Field(0.99, gt=0, le=1)
     max_tiles_per_time: Optional[int] = Field(None, ge=1)
     max_cloud_cover: Optional[float] = Field(None, ge=0, le=100)
@@ -140,14 +148,11 @@ class PreprocessRequest(BaseModel):
             except KeyError:
                 unknown.append(str(b))
                 continue
-            if canon == "B10":
-                unknown.append(str(b) + " (B10 exists only in L1C)")
-                continue
             if canon not in out:
                 out.append(canon)
         if unknown:
             raise UnknownBand(
-                f"Unknown band(s) {', '.join(unknown)}: choose from {', '.join(L2A_BANDS)} "
+                f"Unknown band(s) {', '.join(unknown)}: choose from {', '.join(ALL_BANDS)} "
                 "(Earth Search names such as 'red' or 'nir' work too)."
             )
         if not out:
@@ -170,6 +175,14 @@ class PreprocessRequest(BaseModel):
             raise InvalidParameter(f"Output CRS {v!r} does not use metres: pick a projected CRS in metres.")
         return text
 
+    @field_validator("input", mode="before")
+    @classmethod
+    def _parse_input(cls, v: Any) -> tuple[str, ...]:
+        if v in (None, ""):
+            return ()
+        items = [v] if isinstance(v, (str, Path)) else list(v)
+        return tuple(str(Path(str(p)).expanduser()) for p in items)
+
     @field_validator("catalog", mode="before")
     @classmethod
     def _check_catalog(cls, v: Any) -> str:
@@ -184,6 +197,13 @@ class PreprocessRequest(BaseModel):
             raise InvalidDateRange(
                 f"The end date {self.end} is before the start date {self.start}: swap them or pick a later end."
             )
+        if "B10" in self.bands and self.level != "L1C":
+            raise UnknownBand("B10 exists only in L1C products: drop it from 'bands' (or give L1C SAFE input).")
+        if self.level == "L1C" and not self.input:
+            raise InvalidParameter("level='L1C' needs SAFE input (catalogs serve L2A): give input=[...] products.")
+        driver = check_output_format(self.output_format, len(self.bands))
+        if driver != self.output_format:
+            object.__setattr__(self, "output_format", driver)
         if self.aoi.area_km2 > self.max_aoi_km2:
             parse_aoi(self.aoi, max_km2=self.max_aoi_km2)  # raises AOITooLarge with the message
         if self.cloud_mask in ("model", "merged") and self.masks is None:
@@ -192,7 +212,7 @@ class PreprocessRequest(BaseModel):
                 "or cloud_mask='product' for the product mask alone."
             )
         if self.masks is not None:
-            resolved = self.masks.resolved(self.bands)
+            resolved = self.masks.resolved(self.bands, self.level)
             if resolved != self.masks:
                 object.__setattr__(self, "masks", resolved)
         return self
@@ -205,6 +225,8 @@ class PreprocessRequest(BaseModel):
     def public_params(self) -> dict[str, Any]:
         """Parameters safe to log and store (no secrets), JSON-serialisable."""
         data = self.model_dump(mode="json", exclude={"aoi", "pc_key"})
+        if not self.input:
+            data.pop("input")
         data["aoi"] = self.aoi.to_geojson()
         data["pc_key_given"] = self.pc_key is not None
         return data

@@ -48,6 +48,16 @@ class Acquisition:
         return self.datetime.date()
 
     @property
+    def sun_angles(self) -> dict[str, float]:
+        """Mean sun and view angles (STAC ``view`` names) over the scenes that report them."""
+        from s2core.catalog import view_angles
+
+        per_scene = [view_angles(s.item.get("properties", {})) for s in self.scenes]
+        keys = {k for angles in per_scene for k in angles}
+        return {k: round(sum(a[k] for a in per_scene if k in a) / sum(1 for a in per_scene if k in a), 6)
+                for k in sorted(keys)}
+
+    @property
     def cloud_cover(self) -> Optional[float]:
         """Mean product cloud cover (%) of the scenes used, None when no scene reports it."""
         values = [s.cloud_cover for s in self.scenes if s.cloud_cover is not None]

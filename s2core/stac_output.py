@@ -18,6 +18,7 @@ EXTENSIONS = [
     "https://stac-extensions.github.io/eo/v1.1.0/schema.json",
     "https://stac-extensions.github.io/raster/v1.1.0/schema.json",
     "https://stac-extensions.github.io/classification/v1.1.0/schema.json",
+    "https://stac-extensions.github.io/view/v1.0.0/schema.json",
 ]
 
 
@@ -44,7 +45,7 @@ def acquisition_item(
         "s2:mgrs_tiles": acquisition.tiles,
         "s2:source_items": [s.id for s in acquisition.scenes],
         "s2:processing_baselines": sorted({f"{s.baseline:05.2f}" for s in acquisition.scenes if s.baseline is not None}),
-        "gsd": grid.resolution,
+        "gsd": grid.resolution_m,
         "proj:epsg": _epsg(grid.crs),
         "proj:shape": [grid.height, grid.width],
         "proj:transform": list(grid.transform)[:6],
@@ -52,6 +53,7 @@ def acquisition_item(
     }
     if first.cloud_cover is not None:
         props["eo:cloud_cover"] = first.cloud_cover
+    props.update(acquisition.sun_angles)
     if props["proj:epsg"] is None:
         props["proj:wkt2"] = grid.crs
     props.update(extra_properties or {})
@@ -60,7 +62,7 @@ def acquisition_item(
         item_assets["raster"] = {
             "href": assets["raster"],
             "type": "image/tiff; application=geotiff; profile=cloud-optimized",
-            "title": "Surface reflectance × 10000 (uint16, nodata 0)",
+            "title": "Reflectance × 10000 (uint16, nodata 0)",
             "roles": ["data", "reflectance"],
             "eo:bands": [
                 {"name": b, "common_name": EARTH_SEARCH_KEYS.get(b), "description": DESCRIPTIONS[b],
@@ -68,9 +70,15 @@ def acquisition_item(
                 for b in bands
             ],
             "raster:bands": [
-                {"nodata": 0, "data_type": "uint16", "scale": 0.0001, "offset": 0, "spatial_resolution": grid.resolution}
+                {"nodata": 0, "data_type": "uint16", "scale": 0.0001, "offset": 0, "spatial_resolution": grid.resolution_m}
                 for _ in bands
             ],
+        }
+    if "raster_export" in assets:
+        item_assets["raster_export"] = {
+            "href": assets["raster_export"],
+            "title": f"The raster in the requested output format ({assets['raster_export'].rsplit('.', 1)[-1]})",
+            "roles": ["data"],
         }
     if "product_mask" in assets:
         item_assets["product_mask"] = {
@@ -78,7 +86,7 @@ def acquisition_item(
             "type": "image/tiff; application=geotiff; profile=cloud-optimized",
             "title": "Product mask from SCL (0 nodata, 1 clear, 2 cloud, 3 shadow, 4 snow, 5 defective)",
             "roles": ["data", "cloud", "cloud-shadow"],
-            "raster:bands": [{"nodata": 0, "data_type": "uint8", "spatial_resolution": grid.resolution}],
+            "raster:bands": [{"nodata": 0, "data_type": "uint8", "spatial_resolution": grid.resolution_m}],
             "classification:classes": [{"value": k, "name": v} for k, v in MASK_CLASSES.items()],
         }
     if "scl" in assets:
@@ -87,7 +95,7 @@ def acquisition_item(
             "type": "image/tiff; application=geotiff; profile=cloud-optimized",
             "title": "Scene Classification Layer (SCL), nearest-resampled",
             "roles": ["data", "classification"],
-            "raster:bands": [{"nodata": 0, "data_type": "uint8", "spatial_resolution": grid.resolution}],
+            "raster:bands": [{"nodata": 0, "data_type": "uint8", "spatial_resolution": grid.resolution_m}],
         }
     cog = "image/tiff; application=geotiff; profile=cloud-optimized"
     for role, title in (("cloud_prob", "Cloud probability × 250 (uint8, 255 nodata)"),
@@ -97,21 +105,21 @@ def acquisition_item(
                 "href": assets[role], "type": cog, "title": title, "roles": ["data", "cloud" if role == "cloud_prob"
                                                                             else "cloud-shadow"],
                 "raster:bands": [{"nodata": 255, "data_type": "uint8", "scale": 0.004, "offset": 0,
-                                  "spatial_resolution": grid.resolution}],
+                                  "spatial_resolution": grid.resolution_m}],
             }
     if "mask" in assets:
         item_assets["mask"] = {
             "href": assets["mask"], "type": cog,
             "title": "Merged mask: models + product (0 nodata, 1 clear, 2 cloud, 3 shadow, 4 snow, 5 defective)",
             "roles": ["data", "cloud", "cloud-shadow"],
-            "raster:bands": [{"nodata": 0, "data_type": "uint8", "spatial_resolution": grid.resolution}],
+            "raster:bands": [{"nodata": 0, "data_type": "uint8", "spatial_resolution": grid.resolution_m}],
             "classification:classes": [{"value": k, "name": v} for k, v in MASK_CLASSES.items()],
         }
     if "cloud_mask" in assets:
         item_assets["cloud_mask"] = {
             "href": assets["cloud_mask"], "type": cog, "title": "Binary cloud mask (1 cloud or shadow, 0 clear)",
             "roles": ["data", "cloud"],
-            "raster:bands": [{"nodata": 255, "data_type": "uint8", "spatial_resolution": grid.resolution}],
+            "raster:bands": [{"nodata": 255, "data_type": "uint8", "spatial_resolution": grid.resolution_m}],
         }
     for role, href in assets.items():
         item_assets.setdefault(role, {"href": href, "roles": ["data"]})

@@ -16,7 +16,8 @@ import numpy as np
 
 from s2core.catalog import Signer, no_signing
 from s2core.grid import Grid
-from s2core.masks import product_mask_from_scl
+from s2core.catalog import Scene
+from s2core.masks import product_mask_from_classi, product_mask_from_gml, product_mask_from_scl
 from s2core.progress import CancelToken
 from s2core.radiometry import to_reflectance_dn
 from s2core.reading import ReadPolicy, read_to_grid
@@ -25,6 +26,12 @@ from s2core.selection import Acquisition
 
 log = logging.getLogger(__name__)
 
+MSK_CLASSI = "MSK_CLASSI"
+MSK_CLOUDS = "MSK_CLOUDS"
+_CLASS_LAYERS = ("SCL",)
+#: Memory that concurrent reads may hold at once (float32 grids before conversion).
+READ_MEMORY = 1_500_000_000
+
 
 @dataclass
 class StackResult:
@@ -32,14 +39,14 @@ class StackResult:
 
     Attributes:
         data: uint16 (bands, H, W), reflectance × 10000, 0 = nodata.
-        scl: uint8 (H, W) Scene Classification Layer, nearest-resampled, 0 = nodata.
+        scl: uint8 (H, W) Scene Classification Layer, nearest-resampled, 0 = nodata (None for L1C).
         product_mask: uint8 (H, W), see :mod:`s2core.masks`.
         valid_fraction: fraction of grid pixels with data in every band.
         seconds: wall time of the reads.
     """
 
     data: np.ndarray
-    scl: np.ndarray
+    scl: Optional[np.ndarray]
     product_mask: np.ndarray
     valid_fraction: float
     seconds: float
@@ -64,16 +71,24 @@ def stack_acquisition(
     """
     t0 = time.monotonic()
     policy = ReadPolicy(timeout=request.dl_timeout, max_retries=request.max_retries)
-    layers = [*request.bands, "SCL"]
     # hrefs resolved up front: a missing asset fails with MissingAsset before any read
-    jobs = [(band, i, scene, scene.href(band)) for band in layers for i, scene in enumerate(acquisition.scenes)]
+    jobs = [(band, i, scene, scene.href(band), 1) for band in request.bands for i, scene in enumerate(acquisition.scenes)]
+    for i, scene in enumerate(acquisition.scenes):
+        for layer in scene.mask_layers:
+            if layer == MSK_CLASSI:  # three planes: opaque clouds, cirrus, snow
+                jobs += [(f"{layer}:{k}", i, scene, scene.href(layer), k) for k in (1, 2, 3)]
+            elif layer != MSK_CLOUDS:  # the GML polygons are rasterised below, not read by GDAL
+                jobs.append((layer, i, scene, scene.href(layer), 1))
     results: dict[tuple[str, int], np.ndarray] = {}
     total = len(jobs)
     done = 0
-    pool = ThreadPoolExecutor(max_workers=min(request.read_workers, total), thread_name_prefix="s2read")
+    scene_valid: dict[int, np.ndarray] = {}
+    # each read holds a float32 grid until it is converted: bound that to about READ_MEMORY bytes
+    workers = max(1, min(request.read_workers, total, READ_MEMORY // max(1, grid.width * grid.height * 4)))
+    pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="s2read")
     try:
         futures: dict[Future, tuple[str, int, str]] = {}
-        for band, i, scene, href in jobs:
+        for band, i, scene, href, plane in jobs:
             if cancel is not None:
                 cancel.raise_if_cancelled()
             fut = pool.submit(
@@ -83,10 +98,12 @@ def stack_acquisition(
                 resampling=request.upsampling,
                 downsampling=request.downsampling,
                 flag_downsampling=request.flag_downsampling,
-                is_class=band == "SCL",
+                is_class=band in _CLASS_LAYERS or band.startswith(MSK_CLASSI),
                 sign=sign,
                 policy=policy,
                 label=f"{band} of {scene.id}",
+                band=plane,
+                zero_is_data=band.startswith(MSK_CLASSI),
             )
             futures[fut] = (band, i, scene.id)
         pending = set(futures)
@@ -94,7 +111,13 @@ def stack_acquisition(
             finished, pending = wait(pending, timeout=0.5, return_when=FIRST_EXCEPTION)
             for fut in finished:
                 band, i, scene_id = futures[fut]
-                results[(band, i)] = fut.result()  # re-raises the read's error
+                layer = fut.result()  # re-raises the read's error
+                if band in request.bands:  # to uint16 DNs at once: float32 reads are twice the size
+                    scene = acquisition.scenes[i]
+                    if band == request.bands[0]:
+                        scene_valid[i] = np.isfinite(layer)
+                    layer = to_reflectance_dn(layer, scene.offsets.get(band, 0.0))
+                results[(band, i)] = layer
                 done += 1
                 if on_read is not None:
                     on_read(f"{band} of {scene_id}", done, total)
@@ -110,17 +133,20 @@ def stack_acquisition(
     for b, band in enumerate(request.bands):
         out = data[b]
         for i in range(n_scenes):
-            dn = to_reflectance_dn(results.pop((band, i)), acquisition.scenes[i].offsets.get(band, 0.0))
+            dn = results.pop((band, i))
             fill = (out == 0) & (dn != 0)
             out[fill] = dn[fill]
-    scl = np.zeros(grid.shape, dtype=np.uint8)
-    for i in range(n_scenes):
-        layer = results.pop(("SCL", i))
-        fill = (scl == 0) & (layer != 0)
-        scl[fill] = layer[fill]
     valid = np.all(data != 0, axis=0)
     data[:, ~valid] = 0  # a pixel is valid in every band or in none (swath edges differ per band)
-    mask = product_mask_from_scl(scl)
+    scl: Optional[np.ndarray] = None
+    mask = np.zeros(grid.shape, dtype=np.uint8)
+    for i, scene in enumerate(acquisition.scenes):
+        layer = _scene_mask(scene, results, i, grid, scene_valid[i])
+        if "SCL" in scene.mask_layers:
+            scl_i = results.pop(("SCL", i))
+            scl = scl_i.copy() if scl is None else np.where(scl == 0, scl_i, scl)
+        fill = (mask == 0) & (layer != 0)
+        mask[fill] = layer[fill]
     mask[~valid] = 0  # nodata in the raster is nodata in the mask, never "clear"
     return StackResult(
         data=data,
@@ -129,3 +155,19 @@ def stack_acquisition(
         valid_fraction=float(valid.mean()) if valid.size else 0.0,
         seconds=time.monotonic() - t0,
     )
+
+
+def _scene_mask(scene: Scene, results: dict, i: int, grid: Grid, valid: np.ndarray) -> np.ndarray:
+    """The product mask codes of scene ``i`` on the grid (0 where the scene has no data)."""
+    layers = scene.mask_layers
+    if "SCL" in layers:
+        return product_mask_from_scl(results[("SCL", i)])
+    if MSK_CLASSI in layers:
+        planes = [results.pop((f"{MSK_CLASSI}:{k}", i)) for k in (1, 2, 3)]
+        return product_mask_from_classi(*planes, valid=valid)
+    if MSK_CLOUDS in layers:
+        from s2core.safe import read_href_bytes
+
+        return product_mask_from_gml(read_href_bytes(scene.href(MSK_CLOUDS)), grid, valid)
+    log.warning("%s has no product cloud mask: its product mask says clear everywhere it has data", scene.id)
+    return np.where(valid, 1, 0).astype(np.uint8)
