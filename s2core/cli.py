@@ -49,6 +49,9 @@ def _add_preprocess_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--max-retries", type=int, default=3, help="retries of a failing read (default 3)")
     p.add_argument("--read-workers", type=int, default=8, help="parallel asset reads (default 8)")
     p.add_argument("--max-aoi-km2", type=float, default=DEFAULT_MAX_AOI_KM2, help="refuse larger AOIs")
+    p.add_argument("--land-sea-mask", default="none", choices=["none", "land", "sea"],
+                   help="set land (land) or sea (sea) pixels of raster.tif to NoData (1 km global land mask, "
+                        "coast refined with SCL water; default none)")
     p.add_argument("--cloud-mask", default="none", choices=["none", "product", "model", "merged"],
                    help="set cloudy/shadowed pixels of raster.tif to NoData by the product mask, the model "
                         "probabilities or the merged mask (model/merged with `run`; default none)")
@@ -100,7 +103,8 @@ def _params(args: argparse.Namespace) -> dict[str, object]:
     return dict(
         masks=_mask_options(args) if getattr(args, "cloud_model", None) is not None else None,
         collection=args.collection, out_dir=args.out, bands=args.bands, resolution=args.resolution,
-        cloud_mask=args.cloud_mask, upsampling=args.upsampling, downsampling=args.downsampling,
+        cloud_mask=args.cloud_mask, land_sea_mask=args.land_sea_mask, upsampling=args.upsampling,
+        downsampling=args.downsampling,
         flag_downsampling=args.flag_downsampling, crs=args.crs, output_format=args.output_format,
         min_tile_cover=args.min_tile_cover,
         max_tiles_per_time=args.max_tiles_per_time, max_cloud_cover=args.max_cloud_cover,

@@ -25,6 +25,7 @@ from s2core.cloud_nodata import blank_raster
 from s2core.errors import Cancelled, InvalidParameter, NoAcquisitionCovers, S2CoreError
 from s2core.formats import GEOTIFF_DRIVERS, convert_raster
 from s2core.grid import Grid, output_grid
+from s2core.land_sea import land_sea_nodata
 from s2core.manifest import AcquisitionRecord, Manifest, SkippedRecord
 from s2core.masking import ArraySource, FileSource, MaskResult, mask_acquisition
 from s2core.masks import MASK_CLASSES, class_fractions
@@ -124,12 +125,22 @@ def process_acquisition(
     stack = stack_acquisition(request, acquisition, grid, sign=sign, cancel=cancel, on_read=on_read)
     if stack.valid_fraction == 0.0:
         raise _EmptyAcquisition("no valid pixel inside the AOI (orbit edge or nodata in every tile)")
+    land_sea = None
+    if request.land_sea_mask != "none":
+        nodata = land_sea_nodata(grid, request.land_sea_mask, stack.scl)
+        assert nodata is not None
+        land_sea = float(nodata.mean())
+        for band in stack.data:
+            band[nodata] = 0
+        stack.product_mask[nodata] = 0  # nodata in the raster is nodata in the mask
     progress(ProgressEvent("write", lo + (hi - lo) * (read_share + 0.03), f"{acquisition.date}: writing COGs",
                            acquisition.id))
     folder = run_dir / acquisition.id
     common = {"ACQUISITION": acquisition.id, "SOURCE_ITEMS": ",".join(s.id for s in acquisition.scenes)}
     # mean sun angles travel with every output (and reach the masks stage through its tags)
     common.update({k.split(":")[1].upper(): f"{v:.6f}" for k, v in acquisition.sun_angles.items()})
+    if land_sea is not None:
+        common["LAND_SEA_MASK"] = request.land_sea_mask
     write_cog(
         folder / "raster.tif", stack.data, grid,
         nodata=0,
@@ -156,6 +167,9 @@ def process_acquisition(
         outputs["scl"] = f"{acquisition.id}/scl.tif"
         assets["scl"] = "scl.tif"
     extra: dict[str, object] = {"s2core:valid_fraction": round(stack.valid_fraction, 6)}
+    if land_sea is not None:
+        extra["s2core:land_sea_mask"] = request.land_sea_mask
+        extra["s2core:land_sea_nodata_fraction"] = round(land_sea, 6)
     mask_result = None
     if masks is not None:
         mask_result = _run_masks(request, acquisition, grid, folder, stack, common, cancel, progress,

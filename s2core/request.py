@@ -114,6 +114,9 @@ class PreprocessRequest(BaseModel):
     read_workers: int = Field(8, ge=1, le=64)
     max_aoi_km2: float = Field(DEFAULT_MAX_AOI_KM2, gt=0)
     masks: Optional[MaskOptions] = Field(None, description="cloud/shadow masking (None: preprocessing only)")
+    land_sea_mask: Literal["none", "land", "sea"] = Field(
+        "none", description="set land (land) or sea (sea) pixels to NoData: 1 km global land mask, coast refined "
+                            "with SCL water")
     cloud_mask: Literal["none", "product", "model", "merged"] = Field(
         "none", description="set cloud/shadow pixels of the raster to NoData: by the product mask, the model "
                             "probabilities, or the merged mask (model and merged need masks)")

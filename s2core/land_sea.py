@@ -1,0 +1,80 @@
+"""s2core.land_sea: land/sea masking to NoData, offline.
+
+Source: the ``global-land-mask`` package (a 1 km, 30 arc-second global land/ocean raster from
+NOAA's GLOBE digital elevation model, shipped inside the wheel; no download). Sea is the ocean
+of that raster; inland lakes and rivers are land.
+
+At 1 km the coastline is blocky. Where the product has a Scene Classification Layer, the
+coast is refined at the output resolution: a pixel is sea when the 1 km mask says sea, or when
+SCL says water (class 6) within :data:`COAST_BUFFER_M` of the 1 km sea, so lakes inland stay land.
+
+``mode``: ``land`` sets land pixels to NoData (keeps the sea), ``sea`` sets sea pixels to
+NoData (keeps the land).
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Literal, Optional
+
+import numpy as np
+from pyproj import Transformer
+from scipy import ndimage
+
+from s2core.bands import SCL_WATER
+from s2core.errors import InvalidParameter
+from s2core.grid import Grid
+
+log = logging.getLogger(__name__)
+
+LandSeaMode = Literal["none", "land", "sea"]
+#: The source mask's pixel size (30 arc-seconds).
+SOURCE_RESOLUTION_M = 1000.0
+#: SCL water this close to the 1 km sea counts as sea (the coarse coastline's error).
+COAST_BUFFER_M = 1500.0
+
+
+def sea_mask(grid: Grid, scl: Optional[np.ndarray] = None) -> np.ndarray:
+    """Boolean (H, W): True where ``grid`` pixels are sea.
+
+    The 1 km mask is sampled at pixel centres of a grid of at most ~250 m cells and repeated
+    to the output pixels (sampling it finer than its own pixels adds nothing).
+    """
+    try:
+        from global_land_mask import globe
+    except ImportError as exc:  # pragma: no cover - a pinned requirement
+        raise InvalidParameter(
+            "land_sea_mask needs the global-land-mask package: run `pip install -r requirements.txt`."
+        ) from exc
+    step = max(1, int(250.0 // grid.resolution_m))
+    h, w = grid.shape
+    rows = np.arange(0, h, step) + min(step, h) / 2.0
+    cols = np.arange(0, w, step) + min(step, w) / 2.0
+    cc, rr = np.meshgrid(cols, rows)
+    t = grid.transform
+    xs, ys = t.c + cc * t.a, t.f + rr * t.e
+    to_ll = Transformer.from_crs(grid.crs, "EPSG:4326", always_xy=True)
+    lon, lat = to_ll.transform(xs, ys)
+    lon = (np.asarray(lon) + 180.0) % 360.0 - 180.0
+    coarse = ~globe.is_land(np.clip(lat, -89.999, 89.999), lon)
+    sea = _repeat(coarse, step, (h, w))
+    if scl is not None and scl.shape == sea.shape and coarse.any():
+        cell = step * grid.resolution_m
+        cells = max(1, int(np.ceil(COAST_BUFFER_M / cell)))
+        near = ndimage.binary_dilation(coarse, structure=np.ones((3, 3), bool), iterations=cells)
+        sea |= _repeat(near, step, (h, w)) & (scl == SCL_WATER)
+    return sea
+
+
+def _repeat(coarse: np.ndarray, step: int, shape: tuple[int, int]) -> np.ndarray:
+    return np.repeat(np.repeat(coarse, step, axis=0), step, axis=1)[: shape[0], : shape[1]]
+
+
+def land_sea_nodata(grid: Grid, mode: LandSeaMode, scl: Optional[np.ndarray] = None) -> Optional[np.ndarray]:
+    """Boolean (H, W) of the pixels ``mode`` sets to NoData, or None for ``none``."""
+    if mode == "none":
+        return None
+    if mode not in ("land", "sea"):
+        raise InvalidParameter(f"land_sea_mask={mode!r} is not none, land or sea.")
+    sea = sea_mask(grid, scl)
+    return ~sea if mode == "land" else sea
