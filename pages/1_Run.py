@@ -109,6 +109,29 @@ with st.expander("Bands, grid and selection", expanded=False):
     min_tile_cover = c1.slider("min_tile_cover", 0.05, 1.0, 0.99, 0.01, key="min_tile_cover",
                                help="A date is kept only if its tiles cover at least this fraction of the AOI.")
     max_tiles = c2.number_input("max_tiles_per_time (0 = no limit)", min_value=0, value=0, step=1, key="max_tiles")
+with st.expander("Resampling, projection and output (the SNAP service's options)", expanded=False):
+    c1, c2, c3 = st.columns(3)
+    upsampling = c1.selectbox("upsampling", ["bilinear", "nearest", "bicubic"], key="upsampling",
+                              help="Bands coarser than the output pixels. SCL is always nearest.")
+    downsampling = c2.selectbox("downsampling", ["mean", "first", "min", "max", "median"], key="downsampling",
+                                help="Bands finer than the output pixels (SNAP's methods, nodata skipped).")
+    flag_downsampling = c3.selectbox(
+        "flag_downsampling", ["first", "flag_and", "flag_or", "flag_median_and", "flag_median_or"],
+        key="flag_downsampling", help="SCL on a coarser grid.")
+    c1, c2 = st.columns(2)
+    crs = c1.text_input("output CRS (empty: UTM zone of the AOI)", key="crs", placeholder="EPSG:4326, EPSG:3035, …",
+                        help="EPSG code, PROJ string or WKT. On a geographic CRS the resolution in metres becomes "
+                             "degrees.").strip()
+    output_format = c2.text_input("output format", value="COG", key="output_format",
+                                  help="COG, GTiff, or a GDAL driver (ENVI, HFA, netCDF, …): raster.<ext> is "
+                                       "added beside the COGs.").strip()
+    c1, c2 = st.columns(2)
+    land_sea_mask = c1.selectbox("land_sea_mask", ["none", "land", "sea"], key="land_sea_mask",
+                                 help="land: land pixels to NoData; sea: sea pixels to NoData (1 km global mask, "
+                                      "coast refined with SCL water).")
+    cloud_nodata = c2.selectbox("cloud_mask (to NoData)", ["none", "product", "model", "merged"], key="cloud_nodata",
+                                help="Set cloudy/shadowed pixels of the raster to NoData by the product mask, the "
+                                     "model probabilities or the merged mask (model and merged need model masks).")
 with st.expander("Scale out (Dask)", expanded=False):
     scheduler = st.text_input(
         "Dask scheduler (empty: run here)", key="scheduler", placeholder="local, local:4 or tcp://10.0.0.5:8786",
@@ -152,7 +175,9 @@ def _request() -> PreprocessRequest:
     return make_request(
         aoi=aoi, start=start, end=end, catalog=catalog.strip(), bands=list(bands) or "", resolution=resolution,
         out_dir=ctx.runs_root, min_tile_cover=min_tile_cover, max_tiles_per_time=int(max_tiles) or None,
-        dl_timeout=dl_timeout, pc_key=pc_key, masks=masks,
+        dl_timeout=dl_timeout, pc_key=pc_key, masks=masks, upsampling=upsampling, downsampling=downsampling,
+        flag_downsampling=flag_downsampling, crs=crs or None, output_format=output_format or "COG",
+        land_sea_mask=land_sea_mask, cloud_mask=cloud_nodata,
     )
 
 

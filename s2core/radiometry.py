@@ -56,13 +56,23 @@ def dn_offset(properties: Mapping[str, Any], asset: Mapping[str, Any] | None = N
     return 0.0
 
 
-def to_reflectance_dn(values: np.ndarray, offset: float) -> np.ndarray:
+_CHUNK = 1 << 22
+
+
+def to_reflectance_dn(values: np.ndarray, offset: float, out: Optional[np.ndarray] = None) -> np.ndarray:
     """Apply ``offset`` to float DNs (NaN = nodata) and return uint16 ``reflectance × 10000``.
 
-    Nodata (NaN) becomes 0; every valid pixel is at least 1 (negative or zero
+    ``out`` (uint16, same shape) receives the result in place of a new array. Nodata (NaN) becomes 0; every valid pixel is at least 1 (negative or zero
     reflectances are clipped to 1 so that a valid pixel never reads as nodata).
     """
-    out = np.zeros(values.shape, dtype=np.uint16)
-    valid = ~np.isnan(values)
-    out[valid] = np.clip(np.rint(values[valid] + offset), 1, 65535).astype(np.uint16)
+    if out is None:
+        out = np.zeros(values.shape, dtype=np.uint16)
+    flat_in, flat_out = values.reshape(-1), out.reshape(-1)
+    for i in range(0, flat_in.size, _CHUNK):  # in chunks: whole-tile temporaries would be gigabytes
+        v = flat_in[i:i + _CHUNK]
+        tmp = v + np.float32(offset) if v.dtype == np.float32 else (v + offset).astype(np.float32)
+        np.rint(tmp, out=tmp)
+        np.clip(tmp, 1, 65535, out=tmp)
+        tmp[np.isnan(v)] = 0
+        flat_out[i:i + _CHUNK] = tmp
     return out

@@ -23,6 +23,7 @@ import numpy as np
 import rasterio
 from affine import Affine
 from rasterio.enums import Resampling
+from rasterio.windows import Window
 from rasterio.errors import NotGeoreferencedWarning, RasterioError, RasterioIOError
 from rasterio.warp import reproject
 
@@ -107,12 +108,17 @@ def _run_with_deadline(fn: Callable[[], Any], seconds: float, name: str) -> Any:
     return box["value"]
 
 
+#: GDAL block cache while reading assets (MB).
+READ_CACHE_MB = 512
+
+
 def _warp(href: str, grid: Grid, resampling: str, is_class: bool, http_timeout: float,
           downsampling: str = "mean", flag_downsampling: str = "first", band: int = 1,
           zero_is_data: bool = False) -> np.ndarray:
     # Remote: no directory listing (sidecar probing costs requests). Local: sidecars such
     # as .aux.xml may carry the georeferencing, so GDAL may look for them.
     env = dict(GDAL_HTTP_OPTIONS) if "://" in href else {"CPL_VSIL_NETWORK_STATS_ENABLED": "YES"}
+    env["GDAL_CACHEMAX"] = READ_CACHE_MB  # each block is read once: a large cache only holds memory
     env["GDAL_HTTP_TIMEOUT"] = str(max(1, math.ceil(http_timeout)))
     env["GDAL_HTTP_CONNECTTIMEOUT"] = str(max(1, math.ceil(min(http_timeout, 15.0))))
     with rasterio.Env(**env), warnings.catch_warnings():
@@ -133,6 +139,9 @@ def _warp(href: str, grid: Grid, resampling: str, is_class: bool, http_timeout: 
                 if is_class:
                     return downsample_flags(native, factor, flag_downsampling, nodata=None if zero_is_data else 0)
                 return downsample(native, factor, downsampling, nodata=np.nan)
+            offset = _same_pixels(src, grid)
+            if offset is not None:  # the grid is the asset's own pixel grid: a windowed read, no warp
+                return _window_read(src, grid, offset, src_nodata, is_class, band)
             if is_class:
                 method = GDAL_FLAG_DOWNSAMPLING[flag_downsampling] if coarser else Resampling.nearest
             else:
@@ -182,6 +191,50 @@ def _block_factor(src: Any, grid: Grid) -> Optional[int]:
     if abs(dx - round(dx)) > 1e-6 or abs(dy - round(dy)) > 1e-6:
         return None
     return factor
+
+
+def _same_pixels(src: Any, grid: Grid) -> Optional[tuple[int, int]]:
+    """(col, row) of the grid's corner in the asset when both share one pixel grid; else None."""
+    try:
+        if not src.crs or src.crs != grid.rio_crs:
+            return None
+    except Exception:  # noqa: BLE001
+        return None
+    st, gt = src.transform, grid.transform
+    if st.b or st.d or gt.b or gt.d or abs(st.a - gt.a) > 1e-9 * abs(st.a) or abs(st.e - gt.e) > 1e-9 * abs(st.e):
+        return None
+    dx, dy = (gt.c - st.c) / st.a, (gt.f - st.f) / st.e
+    if abs(dx - round(dx)) > 1e-6 or abs(dy - round(dy)) > 1e-6:
+        return None
+    return int(round(dx)), int(round(dy))
+
+
+def _window_read(src: Any, grid: Grid, offset: tuple[int, int], src_nodata: Optional[float], is_class: bool,
+                 band: int) -> np.ndarray:
+    """Read the grid's window of the asset (outside the asset: nodata), in :func:`_reproject`'s conventions."""
+    col, row = offset
+    window = Window(col, row, grid.width, grid.height)
+    r0, r1 = max(0, -row), min(grid.height, src.height - row)
+    c0, c1 = max(0, -col), min(grid.width, src.width - col)
+    if (r0, c0, r1, c1) == (0, 0, grid.height, grid.width):
+        raw = src.read(band, window=window)
+        inside = None
+    else:
+        raw = src.read(band, window=window, boundless=True, fill_value=src_nodata if src_nodata is not None else 0)
+        inside = np.zeros(grid.shape, dtype=bool)
+        if r1 > r0 and c1 > c0:
+            inside[r0:r1, c0:c1] = True
+    if is_class:
+        out = raw.astype(np.uint8, copy=False)
+        if inside is not None:
+            out[~inside] = 0
+        return out
+    out = raw.astype(np.float32)
+    if src_nodata is not None:
+        out[raw == src_nodata] = np.nan
+    if inside is not None:
+        out[~inside] = np.nan
+    return out
 
 
 def _src_in_metres(src: Any) -> bool:

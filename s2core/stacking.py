@@ -30,7 +30,7 @@ MSK_CLASSI = "MSK_CLASSI"
 MSK_CLOUDS = "MSK_CLOUDS"
 _CLASS_LAYERS = ("SCL",)
 #: Memory that concurrent reads may hold at once (float32 grids before conversion).
-READ_MEMORY = 1_500_000_000
+READ_MEMORY = 1_000_000_000
 
 
 @dataclass
@@ -83,6 +83,10 @@ def stack_acquisition(
     total = len(jobs)
     done = 0
     scene_valid: dict[int, np.ndarray] = {}
+    data = np.zeros((len(request.bands), *grid.shape), dtype=np.uint16)
+    band_index = {band: b for b, band in enumerate(request.bands)}
+    waiting: dict[str, dict[int, np.ndarray]] = {band: {} for band in request.bands}
+    merged = {band: 0 for band in request.bands}  # scenes merged so far, per band
     # each read holds a float32 grid until it is converted: bound that to about READ_MEMORY bytes
     workers = max(1, min(request.read_workers, total, READ_MEMORY // max(1, grid.width * grid.height * 4)))
     pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="s2read")
@@ -110,14 +114,22 @@ def stack_acquisition(
         while pending:
             finished, pending = wait(pending, timeout=0.5, return_when=FIRST_EXCEPTION)
             for fut in finished:
-                band, i, scene_id = futures[fut]
+                band, i, scene_id = futures.pop(fut)  # the future holds the float32 grid: let it go
                 layer = fut.result()  # re-raises the read's error
-                if band in request.bands:  # to uint16 DNs at once: float32 reads are twice the size
+                if band in band_index:  # to uint16 DNs at once, mosaicked into the stack in scene order
                     scene = acquisition.scenes[i]
                     if band == request.bands[0]:
                         scene_valid[i] = np.isfinite(layer)
-                    layer = to_reflectance_dn(layer, scene.offsets.get(band, 0.0))
-                results[(band, i)] = layer
+                    offset = scene.offsets.get(band, 0.0)
+                    if i == 0:  # the first scene of a band goes straight into the stack
+                        to_reflectance_dn(layer, offset, out=data[band_index[band]])
+                        merged[band] = 1
+                    else:
+                        waiting[band][i] = to_reflectance_dn(layer, offset)
+                    del layer
+                    _merge_in_order(data[band_index[band]], waiting[band], merged, band)
+                else:
+                    results[(band, i)] = layer
                 done += 1
                 if on_read is not None:
                     on_read(f"{band} of {scene_id}", done, total)
@@ -128,16 +140,14 @@ def stack_acquisition(
     finally:
         pool.shutdown(wait=False, cancel_futures=True)
 
-    n_scenes = len(acquisition.scenes)
-    data = np.zeros((len(request.bands), *grid.shape), dtype=np.uint16)
-    for b, band in enumerate(request.bands):
-        out = data[b]
-        for i in range(n_scenes):
-            dn = results.pop((band, i))
-            fill = (out == 0) & (dn != 0)
-            out[fill] = dn[fill]
-    valid = np.all(data != 0, axis=0)
-    data[:, ~valid] = 0  # a pixel is valid in every band or in none (swath edges differ per band)
+    valid = np.ones(grid.shape, dtype=bool)
+    for band_data in data:  # band by band: a (bands, H, W) boolean would be as large as the stack
+        valid &= band_data != 0
+    invalid = ~valid
+    if invalid.any():
+        for band_data in data:  # a pixel is valid in every band or in none (swath edges differ per band)
+            band_data[invalid] = 0
+    del invalid
     scl: Optional[np.ndarray] = None
     mask = np.zeros(grid.shape, dtype=np.uint8)
     for i, scene in enumerate(acquisition.scenes):
@@ -171,3 +181,17 @@ def _scene_mask(scene: Scene, results: dict, i: int, grid: Grid, valid: np.ndarr
         return product_mask_from_gml(read_href_bytes(scene.href(MSK_CLOUDS)), grid, valid)
     log.warning("%s has no product cloud mask: its product mask says clear everywhere it has data", scene.id)
     return np.where(valid, 1, 0).astype(np.uint8)
+
+
+def _merge_in_order(out: np.ndarray, waiting: dict[int, np.ndarray], merged: dict[str, int], band: str) -> None:
+    """Mosaic the waiting scenes of one band into ``out`` in priority order (the first scene with data
+    wins a pixel); a scene that arrives early waits for the ones before it."""
+    while merged[band] in waiting:
+        i = merged[band]
+        dn = waiting.pop(i)
+        if i == 0:
+            out[...] = dn
+        else:
+            fill = (out == 0) & (dn != 0)
+            out[fill] = dn[fill]
+        merged[band] = i + 1

@@ -139,6 +139,36 @@ def test_bad_dask_scheduler_is_explained(app_env: Path):
     assert any("not understood" in e for e in _errors(at)), _errors(at)
 
 
+@needs_shared
+def test_snap_options_are_validated_before_anything_runs(app_env: Path):
+    """Output format, CRS and cloud-to-NoData without models: each bad value is explained at search."""
+    cases = [
+        ({"output_format": "SAGA"}, "SAGA"),
+        ({"crs": "EPSG:999999"}, "is not a CRS"),
+    ]
+    for widgets, message in cases:
+        at = _fill_run_page(_page("pages/1_Run.py").run())
+        for key, value in widgets.items():
+            at.text_input(key=key).input(value).run()
+        at.button(key="search").click().run()
+        assert any(message in e for e in _errors(at)), (widgets, _errors(at))
+        _no_job_started(at)
+    at = _fill_run_page(_page("pages/1_Run.py").run())
+    at.checkbox(key="use_masks").uncheck().run()
+    at.selectbox(key="cloud_nodata").select("merged").run()
+    at.button(key="search").click().run()
+    assert any("needs the cloud/shadow models" in e for e in _errors(at)), _errors(at)
+    # valid options pass and search goes on
+    at = _fill_run_page(_page("pages/1_Run.py").run())
+    at.selectbox(key="downsampling").select("median").run()
+    at.selectbox(key="land_sea_mask").select("sea").run()
+    at.text_input(key="crs").input("EPSG:3035").run()
+    at.text_input(key="output_format").input("envi").run()
+    at.button(key="search").click().run()
+    assert not _errors(at), _errors(at)
+    assert len(at.dataframe[0].value) == 5
+
+
 def test_planetary_computer_key_is_a_password_field(app_env: Path):
     at = _page("pages/1_Run.py").run()
     key_box = at.text_input(key="pc_key")
