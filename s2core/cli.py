@@ -194,6 +194,9 @@ def _run_all(args: argparse.Namespace, requests: list) -> int:
         results = preprocess_batch(requests, progress=bar, scheduler=args.scheduler, workers=args.workers)
     finally:
         bar.close()
+    if len(results) == 1 and results[0].manifest is None:  # one run that could not start: a plain error
+        print(f"error: {results[0].error}", file=sys.stderr)
+        return 2
     code = 0
     for req, res in zip(requests, results):
         if res.manifest is None:
