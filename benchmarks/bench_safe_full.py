@@ -5,7 +5,7 @@ The product is L2A-shaped like the real thing: 12 bands at their native sizes (1
 real product's MTD_MSIL2A.xml lists. The pixels are the real 29RKH tile (stored at 1/10 of its
 resolution in ../shared/data) upsampled to native size with a little noise, so the JPEG2000
 codec works on image-like data. The run happens in a child process so that its peak resident
-memory is measured alone.
+memory is measured alone, with GDAL's block cache at 256 MB as the CLI sets it.
 
     python benchmarks/bench_safe_full.py [--workdir DIR] [--keep]
 """
@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import re
 import resource
 import subprocess
@@ -100,7 +101,9 @@ def main() -> None:
 
         shutil.rmtree(out / "full")
     t0 = time.monotonic()
-    done = subprocess.run([sys.executable, "-c", CHILD, str(safe), str(out)], cwd=ROOT, capture_output=True, text=True)
+    env = {**os.environ, "GDAL_CACHEMAX": os.environ.get("GDAL_CACHEMAX", "256")}  # as the CLI sets it
+    done = subprocess.run([sys.executable, "-c", CHILD, str(safe), str(out)], cwd=ROOT, capture_output=True,
+                          text=True, env=env)
     wall = time.monotonic() - t0
     if done.returncode != 0:
         sys.exit(f"run failed:\n{done.stderr[-3000:]}")

@@ -52,7 +52,10 @@ def product_mask_from_scl(scl: np.ndarray) -> np.ndarray:
 
 def class_fractions(mask: np.ndarray) -> dict[str, float]:
     """Fraction of *valid* pixels in each product mask class (nodata: fraction of all pixels)."""
-    counts = np.bincount(mask.ravel(), minlength=len(MASK_CLASSES))
+    flat = mask.reshape(-1)
+    counts = np.zeros(256, dtype=np.int64)
+    for i in range(0, flat.size, 1 << 24):  # by chunks: bincount widens to int64 (8x a whole uint8 mask)
+        counts += np.bincount(flat[i:i + (1 << 24)], minlength=256)
     total = mask.size
     valid = total - counts[NODATA]
     out = {"nodata": float(counts[NODATA] / total) if total else 0.0}

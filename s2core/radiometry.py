@@ -60,7 +60,8 @@ _CHUNK = 1 << 22
 
 
 def to_reflectance_dn(values: np.ndarray, offset: float, out: Optional[np.ndarray] = None) -> np.ndarray:
-    """Apply ``offset`` to float DNs (NaN = nodata) and return uint16 ``reflectance × 10000``.
+    """Apply ``offset`` to float DNs (NaN = nodata), or integer DNs (0 = nodata), and return uint16
+    ``reflectance × 10000``.
 
     ``out`` (uint16, same shape) receives the result in place of a new array. Nodata (NaN) becomes 0; every valid pixel is at least 1 (negative or zero
     reflectances are clipped to 1 so that a valid pixel never reads as nodata).
@@ -68,6 +69,14 @@ def to_reflectance_dn(values: np.ndarray, offset: float, out: Optional[np.ndarra
     if out is None:
         out = np.zeros(values.shape, dtype=np.uint16)
     flat_in, flat_out = values.reshape(-1), out.reshape(-1)
+    if np.issubdtype(values.dtype, np.integer) and float(offset).is_integer():  # DNs, 0 = nodata
+        for i in range(0, flat_in.size, _CHUNK):
+            v = flat_in[i:i + _CHUNK]
+            tmp = v.astype(np.int32) + int(offset)
+            np.clip(tmp, 1, 65535, out=tmp)
+            tmp[v == 0] = 0
+            flat_out[i:i + _CHUNK] = tmp
+        return out
     for i in range(0, flat_in.size, _CHUNK):  # in chunks: whole-tile temporaries would be gigabytes
         v = flat_in[i:i + _CHUNK]
         tmp = v + np.float32(offset) if v.dtype == np.float32 else (v + offset).astype(np.float32)

@@ -108,17 +108,13 @@ def _run_with_deadline(fn: Callable[[], Any], seconds: float, name: str) -> Any:
     return box["value"]
 
 
-#: GDAL block cache while reading assets (MB).
-READ_CACHE_MB = 512
-
-
 def _warp(href: str, grid: Grid, resampling: str, is_class: bool, http_timeout: float,
           downsampling: str = "mean", flag_downsampling: str = "first", band: int = 1,
-          zero_is_data: bool = False) -> np.ndarray:
+          zero_is_data: bool = False, as_dn: bool = False) -> np.ndarray:
     # Remote: no directory listing (sidecar probing costs requests). Local: sidecars such
     # as .aux.xml may carry the georeferencing, so GDAL may look for them.
-    env = dict(GDAL_HTTP_OPTIONS) if "://" in href else {"CPL_VSIL_NETWORK_STATS_ENABLED": "YES"}
-    env["GDAL_CACHEMAX"] = READ_CACHE_MB  # each block is read once: a large cache only holds memory
+    env = dict(GDAL_HTTP_OPTIONS) if "://" in href else {"CPL_VSIL_NETWORK_STATS_ENABLED": "YES",
+                                                         "GDAL_NUM_THREADS": "ALL_CPUS"}  # JPEG2000 tiles in parallel
     env["GDAL_HTTP_TIMEOUT"] = str(max(1, math.ceil(http_timeout)))
     env["GDAL_HTTP_CONNECTTIMEOUT"] = str(max(1, math.ceil(min(http_timeout, 15.0))))
     with rasterio.Env(**env), warnings.catch_warnings():
@@ -139,20 +135,22 @@ def _warp(href: str, grid: Grid, resampling: str, is_class: bool, http_timeout: 
                 if is_class:
                     return downsample_flags(native, factor, flag_downsampling, nodata=None if zero_is_data else 0)
                 return downsample(native, factor, downsampling, nodata=np.nan)
+            # uint16 DNs with 0 = nodata, half the memory of float32 (same values: GDAL rounds to nearest)
+            dn = as_dn and not is_class and src.dtypes[band - 1] == "uint16" and src_nodata == 0
             offset = _same_pixels(src, grid)
             if offset is not None:  # the grid is the asset's own pixel grid: a windowed read, no warp
-                return _window_read(src, grid, offset, src_nodata, is_class, band)
+                return _window_read(src, grid, offset, src_nodata, is_class, band, dn)
             if is_class:
                 method = GDAL_FLAG_DOWNSAMPLING[flag_downsampling] if coarser else Resampling.nearest
             else:
                 method = GDAL_DOWNSAMPLING[downsampling] if coarser else RESAMPLING[resampling]
-            return _reproject(src, grid, src_nodata, is_class, method, band)
+            return _reproject(src, grid, src_nodata, is_class, method, band, dn and not coarser)
 
 
 def _reproject(src: Any, grid: Grid, src_nodata: Optional[float], is_class: bool, method: Resampling,
-               band: int = 1) -> np.ndarray:
-    if is_class:
-        dst = np.zeros(grid.shape, dtype=np.uint8)
+               band: int = 1, dn: bool = False) -> np.ndarray:
+    if is_class or dn:
+        dst = np.zeros(grid.shape, dtype=np.uint16 if dn else np.uint8)
         dst_nodata: float = 0
     else:
         dst = np.full(grid.shape, np.nan, dtype=np.float32)
@@ -210,28 +208,32 @@ def _same_pixels(src: Any, grid: Grid) -> Optional[tuple[int, int]]:
 
 
 def _window_read(src: Any, grid: Grid, offset: tuple[int, int], src_nodata: Optional[float], is_class: bool,
-                 band: int) -> np.ndarray:
+                 band: int, dn: bool = False) -> np.ndarray:
     """Read the grid's window of the asset (outside the asset: nodata), in :func:`_reproject`'s conventions."""
     col, row = offset
     window = Window(col, row, grid.width, grid.height)
     r0, r1 = max(0, -row), min(grid.height, src.height - row)
     c0, c1 = max(0, -col), min(grid.width, src.width - col)
+    fill = src_nodata if src_nodata is not None else 0
+    # GDAL converts while reading: no second copy of the window
+    dtype = np.uint8 if is_class else (np.uint16 if dn else np.float32)
     if (r0, c0, r1, c1) == (0, 0, grid.height, grid.width):
-        raw = src.read(band, window=window)
+        out = src.read(band, window=window, out_dtype=dtype)
         inside = None
     else:
-        raw = src.read(band, window=window, boundless=True, fill_value=src_nodata if src_nodata is not None else 0)
+        out = src.read(band, window=window, boundless=True, fill_value=fill, out_dtype=dtype)
         inside = np.zeros(grid.shape, dtype=bool)
         if r1 > r0 and c1 > c0:
             inside[r0:r1, c0:c1] = True
-    if is_class:
-        out = raw.astype(np.uint8, copy=False)
+    if is_class or dn:  # 0 is nodata already (dn: the source's nodata is 0)
         if inside is not None:
             out[~inside] = 0
         return out
-    out = raw.astype(np.float32)
     if src_nodata is not None:
-        out[raw == src_nodata] = np.nan
+        nd = np.float32(src_nodata)
+        for row in range(0, out.shape[0], 1024):  # by strips: a whole-grid boolean is 120 MB at 10980²
+            strip = out[row:row + 1024]
+            strip[strip == nd] = np.nan
     if inside is not None:
         out[~inside] = np.nan
     return out
@@ -257,11 +259,14 @@ def read_to_grid(
     label: str = "",
     band: int = 1,
     zero_is_data: bool = False,
+    as_dn: bool = False,
 ) -> np.ndarray:
     """Read band ``band`` of one asset onto ``grid``.
 
     ``zero_is_data``: a class raster whose 0 is a value, not nodata (binary flag masks such as
     L1C ``MSK_CLASSI``); pixels outside it still come back as 0.
+    ``as_dn``: a uint16 asset whose nodata is 0 may come back as uint16 with 0 = nodata (GDAL
+    rounds to the nearest DN) when no block aggregation is involved: half the memory.
 
     Reflectance assets come back as float32 DNs with NaN for nodata (so that a valid value
     never collides with the nodata value); class assets (SCL) as uint8 with 0 = nodata,
@@ -283,7 +288,7 @@ def read_to_grid(
         try:
             return _run_with_deadline(
                 lambda: _warp(signed, grid, resampling, is_class, remaining, downsampling, flag_downsampling, band,
-                              zero_is_data),
+                              zero_is_data, as_dn),
                 remaining, f"read {what}"
             )
         except TimeoutError:

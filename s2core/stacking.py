@@ -30,7 +30,7 @@ MSK_CLASSI = "MSK_CLASSI"
 MSK_CLOUDS = "MSK_CLOUDS"
 _CLASS_LAYERS = ("SCL",)
 #: Memory that concurrent reads may hold at once (float32 grids before conversion).
-READ_MEMORY = 1_000_000_000
+READ_MEMORY = 600_000_000  # one whole-tile 10 m read at a time (its JPEG2000 decoding is multi-threaded)
 
 
 @dataclass
@@ -108,6 +108,7 @@ def stack_acquisition(
                 label=f"{band} of {scene.id}",
                 band=plane,
                 zero_is_data=band.startswith(MSK_CLASSI),
+                as_dn=band in band_index,
             )
             futures[fut] = (band, i, scene.id)
         pending = set(futures)
@@ -118,8 +119,8 @@ def stack_acquisition(
                 layer = fut.result()  # re-raises the read's error
                 if band in band_index:  # to uint16 DNs at once, mosaicked into the stack in scene order
                     scene = acquisition.scenes[i]
-                    if band == request.bands[0]:
-                        scene_valid[i] = np.isfinite(layer)
+                    if band == request.bands[0] and "SCL" not in scene.mask_layers:  # L1C masks need it
+                        scene_valid[i] = np.isfinite(layer) if layer.dtype.kind == "f" else layer != 0
                     offset = scene.offsets.get(band, 0.0)
                     if i == 0:  # the first scene of a band goes straight into the stack
                         to_reflectance_dn(layer, offset, out=data[band_index[band]])
@@ -151,7 +152,7 @@ def stack_acquisition(
     scl: Optional[np.ndarray] = None
     mask = np.zeros(grid.shape, dtype=np.uint8)
     for i, scene in enumerate(acquisition.scenes):
-        layer = _scene_mask(scene, results, i, grid, scene_valid[i])
+        layer = _scene_mask(scene, results, i, grid, scene_valid.get(i))
         if "SCL" in scene.mask_layers:
             scl_i = results.pop(("SCL", i))
             scl = scl_i.copy() if scl is None else np.where(scl == 0, scl_i, scl)
@@ -167,11 +168,12 @@ def stack_acquisition(
     )
 
 
-def _scene_mask(scene: Scene, results: dict, i: int, grid: Grid, valid: np.ndarray) -> np.ndarray:
+def _scene_mask(scene: Scene, results: dict, i: int, grid: Grid, valid: Optional[np.ndarray]) -> np.ndarray:
     """The product mask codes of scene ``i`` on the grid (0 where the scene has no data)."""
     layers = scene.mask_layers
     if "SCL" in layers:
         return product_mask_from_scl(results[("SCL", i)])
+    assert valid is not None  # computed for every scene without SCL
     if MSK_CLASSI in layers:
         planes = [results.pop((f"{MSK_CLASSI}:{k}", i)) for k in (1, 2, 3)]
         return product_mask_from_classi(*planes, valid=valid)

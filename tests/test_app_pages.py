@@ -219,7 +219,8 @@ def test_compare_shows_agreement_and_chart(served_root: Path):
     assert metrics["Overall agreement"].endswith("%")
     assert 0 <= float(metrics["Cloud IoU"]) <= 1
     percentages = at.dataframe[0].value
-    assert abs(percentages["model %"].sum() - 100) < 0.01 and abs(percentages["product %"].sum() - 100) < 0.01
+    # five classes, each shown rounded to 0.01 %: their sum is 100 within 5 x 0.005
+    assert abs(percentages["model %"].sum() - 100) <= 0.025 and abs(percentages["product %"].sum() - 100) <= 0.025
     charts = at.get("vega_lite_chart")
     assert len(charts) == 1 and '"type": "line"' in charts[0].proto.spec
     per_date = at.dataframe[-1].value
