@@ -144,26 +144,33 @@ def stack_acquisition(
     valid = np.ones(grid.shape, dtype=bool)
     for band_data in data:  # band by band: a (bands, H, W) boolean would be as large as the stack
         valid &= band_data != 0
-    invalid = ~valid
+    valid_fraction = float(valid.mean()) if valid.size else 0.0
+    invalid = np.logical_not(valid, out=valid)  # in place: whole-tile booleans are 120 MB each
+    del valid
     if invalid.any():
         for band_data in data:  # a pixel is valid in every band or in none (swath edges differ per band)
             band_data[invalid] = 0
-    del invalid
     scl: Optional[np.ndarray] = None
-    mask = np.zeros(grid.shape, dtype=np.uint8)
-    for i, scene in enumerate(acquisition.scenes):
-        layer = _scene_mask(scene, results, i, grid, scene_valid.get(i))
+    mask: Optional[np.ndarray] = None
+    for i, scene in enumerate(acquisition.scenes):  # first scene as it is; later ones fill its gaps
+        layer = _scene_mask(scene, results, i, grid, scene_valid.pop(i, None))
         if "SCL" in scene.mask_layers:
             scl_i = results.pop(("SCL", i))
-            scl = scl_i.copy() if scl is None else np.where(scl == 0, scl_i, scl)
-        fill = (mask == 0) & (layer != 0)
-        mask[fill] = layer[fill]
-    mask[~valid] = 0  # nodata in the raster is nodata in the mask, never "clear"
+            scl = scl_i if scl is None else np.where(scl == 0, scl_i, scl)
+        if mask is None:
+            mask = layer
+        else:
+            fill = (mask == 0) & (layer != 0)
+            mask[fill] = layer[fill]
+            del fill
+        del layer
+    assert mask is not None
+    mask[invalid] = 0  # nodata in the raster is nodata in the mask, never "clear"
     return StackResult(
         data=data,
         scl=scl,
         product_mask=mask,
-        valid_fraction=float(valid.mean()) if valid.size else 0.0,
+        valid_fraction=valid_fraction,
         seconds=time.monotonic() - t0,
     )
 
