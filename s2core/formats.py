@@ -22,7 +22,6 @@ from rasterio.shutil import copy as rio_copy
 from s2core.errors import InvalidParameter
 
 #: Formats the COG itself satisfies (a COG is a GeoTIFF).
-GEOTIFF = ("COG", "GTIFF")
 GEOTIFF_DRIVERS = ("COG", "GTiff")
 #: File extensions for drivers whose GDAL list is ambiguous or empty.
 EXTENSIONS = {"ENVI": "dat", "HFA": "img", "netCDF": "nc", "PCIDSK": "pix", "EHdr": "bil", "ISIS3": "cub",
@@ -45,8 +44,9 @@ def check_output_format(name: str, count: int = 12, dtype: str = "uint16") -> st
         InvalidParameter: unknown driver, read-only driver, or one that cannot hold such a raster.
     """
     key = str(name or "").strip()
-    if key.upper() in GEOTIFF:
-        return "COG" if key.upper() == "COG" else "GTiff"
+    for driver in GEOTIFF_DRIVERS:
+        if key.upper() == driver.upper():
+            return driver
     drivers = _drivers()
     driver = drivers.get(key.upper())
     if driver is None:

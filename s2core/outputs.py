@@ -17,7 +17,6 @@ from typing import Any, Iterator, Mapping, Optional, Sequence
 
 import numpy as np
 import rasterio
-from rasterio.io import MemoryFile
 from rasterio.errors import NotGeoreferencedWarning
 from rasterio.shutil import copy as rio_copy
 
@@ -26,8 +25,6 @@ from s2core.grid import Grid
 
 _GDAL_TYPES = {"uint8": "Byte", "uint16": "UInt16", "int16": "Int16", "uint32": "UInt32", "int32": "Int32",
                "float32": "Float32", "float64": "Float64"}
-#: Rasters up to this size are staged in memory before the COG copy; larger ones on disk.
-IN_MEMORY_SCRATCH = 256 * 1024 * 1024
 
 
 def _tmp_path(path: Path) -> Path:
@@ -101,17 +98,7 @@ def write_cog(path: Path, data: np.ndarray, grid: Grid, **meta: Any) -> Path:
     Keyword arguments are the fields of :class:`RasterMeta` (nodata, descriptions, scales, …).
     """
     arr = data if data.ndim == 3 else data[np.newaxis]
-    if arr.nbytes <= IN_MEMORY_SCRATCH:
-        info = RasterMeta(**meta)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        with MemoryFile() as mem:
-            with mem.open(**_profile(grid, arr.shape[0], arr.dtype.name, info.nodata)) as ds:
-                ds.write(arr)
-                _apply_meta(ds, info)
-            with mem.open() as src:
-                _copy_to_cog(src, path, arr.dtype.name, info)
-        return path
-    # large rasters: GDAL reads the array where it is (a MEM dataset over its buffer, no copy)
+    # GDAL reads the array where it is (a MEM dataset over its buffer, no copy) and writes the COG
     info = RasterMeta(**meta)
     path.parent.mkdir(parents=True, exist_ok=True)
     arr = np.ascontiguousarray(arr)

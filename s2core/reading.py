@@ -171,8 +171,9 @@ def _reproject(src: Any, grid: Grid, src_nodata: Optional[float], is_class: bool
     return dst
 
 
-def _block_factor(src: Any, grid: Grid) -> Optional[int]:
-    """The whole number of source pixels per grid pixel, when both grids line up in one CRS; else None."""
+def _alignment(src: Any, grid: Grid) -> Optional[tuple[int, int, int]]:
+    """``(factor, col, row)`` when the grid's pixels are whole blocks of ``factor`` × ``factor`` asset
+    pixels in one CRS (north-up, square), the grid's corner at asset pixel ``(col, row)``; else None."""
     try:
         if not src.crs or src.crs != grid.rio_crs:
             return None
@@ -183,28 +184,24 @@ def _block_factor(src: Any, grid: Grid) -> Optional[int]:
         return None
     ratio = gt.a / st.a
     factor = round(ratio)
-    if factor < 2 or abs(ratio - factor) > 1e-6:
-        return None
-    dx, dy = (gt.c - st.c) / st.a, (gt.f - st.f) / st.a
-    if abs(dx - round(dx)) > 1e-6 or abs(dy - round(dy)) > 1e-6:
-        return None
-    return factor
-
-
-def _same_pixels(src: Any, grid: Grid) -> Optional[tuple[int, int]]:
-    """(col, row) of the grid's corner in the asset when both share one pixel grid; else None."""
-    try:
-        if not src.crs or src.crs != grid.rio_crs:
-            return None
-    except Exception:  # noqa: BLE001
-        return None
-    st, gt = src.transform, grid.transform
-    if st.b or st.d or gt.b or gt.d or abs(st.a - gt.a) > 1e-9 * abs(st.a) or abs(st.e - gt.e) > 1e-9 * abs(st.e):
+    if factor < 1 or abs(ratio - factor) > 1e-6:
         return None
     dx, dy = (gt.c - st.c) / st.a, (gt.f - st.f) / st.e
     if abs(dx - round(dx)) > 1e-6 or abs(dy - round(dy)) > 1e-6:
         return None
-    return int(round(dx)), int(round(dy))
+    return factor, int(round(dx)), int(round(dy))
+
+
+def _block_factor(src: Any, grid: Grid) -> Optional[int]:
+    """The whole number (≥ 2) of asset pixels per grid pixel when both grids line up; else None."""
+    aligned = _alignment(src, grid)
+    return aligned[0] if aligned and aligned[0] >= 2 else None
+
+
+def _same_pixels(src: Any, grid: Grid) -> Optional[tuple[int, int]]:
+    """(col, row) of the grid's corner in the asset when both share one pixel grid; else None."""
+    aligned = _alignment(src, grid)
+    return aligned[1:] if aligned and aligned[0] == 1 else None
 
 
 def _window_read(src: Any, grid: Grid, offset: tuple[int, int], src_nodata: Optional[float], is_class: bool,
