@@ -64,6 +64,16 @@ class Grid:
         """The CRS as a rasterio object."""
         return RioCRS.from_user_input(self.crs)
 
+    def rows(self, r0: int, r1: int) -> "Grid":
+        """Rows ``r0:r1`` of this grid as a grid of their own (same CRS, pixels and columns)."""
+        return self.part(r0, r1, 0, self.width)
+
+    def part(self, r0: int, r1: int, c0: int, c1: int) -> "Grid":
+        """Rows ``r0:r1`` and columns ``c0:c1`` of this grid as a grid of their own."""
+        if not (0 <= r0 < r1 <= self.height and 0 <= c0 < c1 <= self.width):
+            raise ValueError(f"rows {r0}:{r1}, columns {c0}:{c1} are not inside a {self.height}×{self.width} grid")
+        return Grid(self.crs, self.transform @ Affine.translation(c0, r0), c1 - c0, r1 - r0)
+
     def to_dict(self) -> dict[str, Any]:
         """A JSON-serialisable description."""
         return {

@@ -34,40 +34,53 @@ SOURCE_RESOLUTION_M = 1000.0
 COAST_BUFFER_M = 1500.0
 
 
-def sea_mask(grid: Grid, scl: Optional[np.ndarray] = None) -> np.ndarray:
-    """Boolean (H, W): True where ``grid`` pixels are sea.
+class SeaMask:
+    """The sea of one grid, computed once at the 1 km source's scale and cut out by rows.
 
-    The 1 km mask is sampled at pixel centres of a grid of at most ~250 m cells and repeated
-    to the output pixels (sampling it finer than its own pixels adds nothing).
+    The 1 km mask is sampled at pixel centres of a grid of at most ~250 m cells (sampling it
+    finer than its own pixels adds nothing); :meth:`rows` repeats those cells to the output
+    pixels of any strip of rows, so a grid processed strip by strip gets the same sea as a
+    grid processed whole.
     """
-    try:
-        from global_land_mask import globe
-    except ImportError as exc:  # pragma: no cover - a pinned requirement
-        raise InvalidParameter(
-            "land_sea_mask needs the global-land-mask package: run `pip install -r requirements.txt`."
-        ) from exc
-    step = max(1, int(250.0 // grid.resolution_m))
-    h, w = grid.shape
-    rows = np.arange(0, h, step) + min(step, h) / 2.0
-    cols = np.arange(0, w, step) + min(step, w) / 2.0
-    cc, rr = np.meshgrid(cols, rows)
-    t = grid.transform
-    xs, ys = t.c + cc * t.a, t.f + rr * t.e
-    to_ll = Transformer.from_crs(grid.crs, "EPSG:4326", always_xy=True)
-    lon, lat = to_ll.transform(xs, ys)
-    lon = (np.asarray(lon) + 180.0) % 360.0 - 180.0
-    coarse = ~globe.is_land(np.clip(lat, -89.999, 89.999), lon)
-    sea = _repeat(coarse, step, (h, w))
-    if scl is not None and scl.shape == sea.shape and coarse.any():
-        cell = step * grid.resolution_m
-        cells = max(1, int(np.ceil(COAST_BUFFER_M / cell)))
-        near = ndimage.binary_dilation(coarse, structure=np.ones((3, 3), bool), iterations=cells)
-        sea |= _repeat(near, step, (h, w)) & (scl == SCL_WATER)
-    return sea
+
+    def __init__(self, grid: Grid) -> None:
+        try:
+            from global_land_mask import globe
+        except ImportError as exc:  # pragma: no cover - a pinned requirement
+            raise InvalidParameter(
+                "land_sea_mask needs the global-land-mask package: run `pip install -r requirements.txt`."
+            ) from exc
+        self.grid = grid
+        self.step = step = max(1, int(250.0 // grid.resolution_m))
+        h, w = grid.shape
+        rows = np.arange(0, h, step) + min(step, h) / 2.0
+        cols = np.arange(0, w, step) + min(step, w) / 2.0
+        cc, rr = np.meshgrid(cols, rows)
+        t = grid.transform
+        xs, ys = t.c + cc * t.a, t.f + rr * t.e
+        to_ll = Transformer.from_crs(grid.crs, "EPSG:4326", always_xy=True)
+        lon, lat = to_ll.transform(xs, ys)
+        lon = (np.asarray(lon) + 180.0) % 360.0 - 180.0
+        self.coarse: np.ndarray = ~globe.is_land(np.clip(lat, -89.999, 89.999), lon)
+        self.near: Optional[np.ndarray] = None  # coarse cells within COAST_BUFFER_M of the sea
+        if self.coarse.any():
+            cells = max(1, int(np.ceil(COAST_BUFFER_M / (step * grid.resolution_m))))
+            self.near = ndimage.binary_dilation(self.coarse, structure=np.ones((3, 3), bool), iterations=cells)
+        self._cols = np.arange(w) // step
+
+    def rows(self, r0: int, r1: int, scl: Optional[np.ndarray] = None) -> np.ndarray:
+        """Boolean (r1 - r0, W): True where rows ``r0:r1`` of the grid are sea; ``scl`` (the same rows
+        of the Scene Classification Layer) refines the coast."""
+        cells = np.ix_(np.arange(r0, r1) // self.step, self._cols)
+        sea = self.coarse[cells]
+        if scl is not None and self.near is not None and scl.shape == sea.shape:
+            sea |= self.near[cells] & (scl == SCL_WATER)
+        return sea
 
 
-def _repeat(coarse: np.ndarray, step: int, shape: tuple[int, int]) -> np.ndarray:
-    return np.repeat(np.repeat(coarse, step, axis=0), step, axis=1)[: shape[0], : shape[1]]
+def sea_mask(grid: Grid, scl: Optional[np.ndarray] = None) -> np.ndarray:
+    """Boolean (H, W): True where ``grid`` pixels are sea (see :class:`SeaMask`)."""
+    return SeaMask(grid).rows(0, grid.height, scl)
 
 
 def land_sea_nodata(grid: Grid, mode: LandSeaMode, scl: Optional[np.ndarray] = None) -> Optional[np.ndarray]:

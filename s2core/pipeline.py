@@ -14,9 +14,11 @@ import logging
 import secrets
 import time
 from pathlib import Path
-from typing import Optional
+from typing import Any, Callable, Optional
 
 import numpy as np
+import rasterio
+from rasterio.windows import Window
 
 from s2core import netstats
 from s2core.bands import DESCRIPTIONS
@@ -25,16 +27,16 @@ from s2core.cloud_nodata import blank_raster
 from s2core.errors import Cancelled, InvalidParameter, NoAcquisitionCovers, S2CoreError
 from s2core.formats import GEOTIFF_DRIVERS, convert_raster
 from s2core.grid import Grid, output_grid
-from s2core.land_sea import land_sea_nodata
+from s2core.land_sea import SeaMask
 from s2core.manifest import AcquisitionRecord, Manifest, SkippedRecord
 from s2core.masking import ArraySource, FileSource, MaskResult, mask_acquisition
 from s2core.masks import MASK_CLASSES, class_fractions
-from s2core.outputs import write_cog, write_json
+from s2core.outputs import cog_strip_writer, write_cog, write_json
 from s2core.progress import CancelToken, ProgressCallback, ProgressEvent, null_progress
 from s2core.request import PreprocessRequest
 from s2core.selection import Acquisition, SkippedDate, select_acquisitions
 from s2core.stac_output import acquisition_item
-from s2core.stacking import StackResult, stack_acquisition
+from s2core.stacking import StackResult, stack_strips, strips
 
 log = logging.getLogger(__name__)
 
@@ -122,27 +124,13 @@ def process_acquisition(
         progress(ProgressEvent("read", lo + (hi - lo) * read_share * done / total,
                                f"{acquisition.date}: read {label} ({done}/{total})", acquisition.id))
 
-    stack = stack_acquisition(request, acquisition, grid, sign=sign, cancel=cancel, on_read=on_read)
-    if stack.valid_fraction == 0.0:
-        raise _EmptyAcquisition("no valid pixel inside the AOI (orbit edge or nodata in every tile)")
-    land_sea = None
-    if request.land_sea_mask != "none":
-        nodata = land_sea_nodata(grid, request.land_sea_mask, stack.scl)
-        assert nodata is not None
-        land_sea = float(nodata.mean())
-        for band in stack.data:
-            band[nodata] = 0
-        stack.product_mask[nodata] = 0  # nodata in the raster is nodata in the mask
-    progress(ProgressEvent("write", lo + (hi - lo) * (read_share + 0.03), f"{acquisition.date}: writing COGs",
-                           acquisition.id))
     folder = run_dir / acquisition.id
     common = {"ACQUISITION": acquisition.id, "SOURCE_ITEMS": ",".join(s.id for s in acquisition.scenes)}
     # mean sun angles travel with every output (and reach the masks stage through its tags)
     common.update({k.split(":")[1].upper(): f"{v:.6f}" for k, v in acquisition.sun_angles.items()})
-    if land_sea is not None:
+    if request.land_sea_mask != "none":
         common["LAND_SEA_MASK"] = request.land_sea_mask
-    write_cog(
-        folder / "raster.tif", stack.data, grid,
+    raster_meta = dict(
         nodata=0,
         descriptions=[DESCRIPTIONS[b] for b in request.bands],
         scales=[1e-4] * len(request.bands),
@@ -152,6 +140,13 @@ def process_acquisition(
               "BANDS": ",".join(request.bands)},
         band_tags=[{"BAND": b} for b in request.bands],
     )
+
+    def on_write() -> None:
+        progress(ProgressEvent("write", lo + (hi - lo) * (read_share + 0.03), f"{acquisition.date}: writing COGs",
+                               acquisition.id))
+
+    stack, land_sea = _stack_and_write(request, acquisition, grid, folder / "raster.tif", raster_meta, sign=sign,
+                                       cancel=cancel, on_read=on_read, on_write=on_write)
     write_cog(
         folder / "product_mask.tif", stack.product_mask, grid, nodata=0, overview_resampling="nearest",
         descriptions=["product mask from " + ("SCL" if stack.scl is not None else "the L1C cloud masks")], predictor=1,
@@ -227,11 +222,15 @@ def _run_masks(
         progress(ProgressEvent("masks", lo + (hi - lo) * fraction, f"{acquisition.date}: {message}", acquisition.id))
 
     check = cancel.raise_if_cancelled if cancel else None
-    valid = stack.data[0] != 0  # the stack has data in all bands or none
+    # the stack has data in all bands or none; a stack written by strips is read back by the stage
+    valid = stack.data[0] != 0 if stack.data is not None else None
     if request.masks.in_memory:
+        if stack.data is None:  # written by strips: the user asked for the whole raster in memory
+            with rasterio.open(folder / "raster.tif") as ds:
+                stack.data = ds.read()
         source: ArraySource | FileSource = ArraySource(stack.data)
     else:
-        stack.data = np.empty((0, 0, 0), dtype=np.uint16)  # free it: the stage streams from the COG
+        stack.data = None  # free it: the stage streams from the COG
         source = FileSource(folder / "raster.tif")
     try:
         return mask_acquisition(request.masks, source, stack.product_mask, request.bands, grid, folder,
@@ -239,6 +238,80 @@ def _run_masks(
     finally:
         if isinstance(source, FileSource):
             source.close()
+
+
+def _stack_and_write(
+    request: PreprocessRequest,
+    acquisition: Acquisition,
+    grid: Grid,
+    path: Path,
+    meta: dict[str, Any],
+    *,
+    sign: Signer,
+    cancel: Optional[CancelToken],
+    on_read: Callable[[str, int, int], None],
+    on_write: Callable[[], None],
+) -> tuple[StackResult, Optional[float]]:
+    """Stack the acquisition and write its raster COG at ``path``, land/sea NoData applied.
+
+    A stack larger than :data:`~s2core.stacking.STACK_MEMORY` is read and written by strips of rows
+    (:func:`~s2core.stacking.strips`) and let go strip by strip, so memory stays near one strip;
+    the result then has ``data=None``. Returns the stack (whole-grid SCL and product mask) and
+    the fraction of the grid that land/sea masking set to NoData (None without it).
+
+    Raises:
+        _EmptyAcquisition: no pixel has data; nothing is written.
+    """
+    rows = strips(grid, len(request.bands))
+    whole = len(rows) == 1
+    sea = SeaMask(grid) if request.land_sea_mask != "none" else None
+    scl: Optional[np.ndarray] = None
+    mask = np.zeros(grid.shape, dtype=np.uint8) if not whole else None
+    data: Optional[np.ndarray] = None
+    valid = blanked = 0
+    t0 = time.monotonic()
+    try:
+        with cog_strip_writer(path, grid, len(request.bands), "uint16", **meta) as dst:
+            for r0, part in stack_strips(request, acquisition, grid, rows, sign=sign, cancel=cancel, on_read=on_read):
+                r1 = r0 + part.product_mask.shape[0]
+                valid += round(part.valid_fraction * part.product_mask.size)
+                if sea is not None:
+                    hit = sea.rows(r0, r1, part.scl)
+                    if request.land_sea_mask == "land":
+                        np.logical_not(hit, out=hit)
+                    assert part.data is not None
+                    for band in part.data:
+                        band[hit] = 0
+                    part.product_mask[hit] = 0  # nodata in the raster is nodata in the mask
+                    blanked += int(hit.sum())
+                dst.write(part.data, window=Window(0, r0, grid.width, r1 - r0))
+                if whole:
+                    data, scl, mask = part.data, part.scl, part.product_mask
+                else:
+                    assert mask is not None
+                    mask[r0:r1] = part.product_mask
+                    if part.scl is not None:
+                        scl = np.zeros(grid.shape, dtype=np.uint8) if scl is None else scl
+                        scl[r0:r1] = part.scl
+                del part
+            if valid == 0:  # raised inside the writer: nothing appears at ``path``
+                raise _EmptyAcquisition("no valid pixel inside the AOI (orbit edge or nodata in every tile)")
+            on_write()
+    except _EmptyAcquisition:
+        _remove_if_empty(path.parent)  # the acquisition's folder, when the writer made it for nothing
+        raise
+    assert mask is not None
+    size = grid.width * grid.height
+    stack = StackResult(data=data, scl=scl, product_mask=mask, valid_fraction=valid / size,
+                        seconds=time.monotonic() - t0)
+    return stack, (blanked / size if sea is not None else None)
+
+
+def _remove_if_empty(folder: Path) -> None:
+    try:
+        folder.rmdir()
+    except OSError:  # not empty, or already gone
+        pass
 
 
 class _EmptyAcquisition(Exception):

@@ -10,7 +10,7 @@ import logging
 import time
 from concurrent.futures import FIRST_EXCEPTION, Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass
-from typing import Callable, Optional
+from typing import Callable, Iterator, Optional
 
 import numpy as np
 
@@ -20,7 +20,7 @@ from s2core.catalog import Scene
 from s2core.masks import product_mask_from_classi, product_mask_from_gml, product_mask_from_scl
 from s2core.progress import CancelToken
 from s2core.radiometry import to_reflectance_dn
-from s2core.reading import ReadPolicy, read_to_grid
+from s2core.reading import BlockRowCache, ReadPolicy, read_to_grid
 from s2core.request import PreprocessRequest
 from s2core.selection import Acquisition
 
@@ -31,6 +31,10 @@ MSK_CLOUDS = "MSK_CLOUDS"
 _CLASS_LAYERS = ("SCL",)
 #: Memory that concurrent reads may hold at once (float32 grids before conversion).
 READ_MEMORY = 600_000_000  # one whole-tile 10 m read at a time (its JPEG2000 decoding is multi-threaded)
+#: A stack up to this many bytes is read whole; a larger one is read, written and let go by strips of rows.
+STACK_MEMORY = 1_000_000_000
+#: Bytes of one strip of a stack read by strips (whole 512-row blocks of the output COG, at least one).
+STRIP_MEMORY = 300_000_000
 
 
 @dataclass
@@ -38,14 +42,14 @@ class StackResult:
     """The analysis-ready arrays of one acquisition.
 
     Attributes:
-        data: uint16 (bands, H, W), reflectance × 10000, 0 = nodata.
+        data: uint16 (bands, H, W), reflectance × 10000, 0 = nodata (None once written by strips).
         scl: uint8 (H, W) Scene Classification Layer, nearest-resampled, 0 = nodata (None for L1C).
         product_mask: uint8 (H, W), see :mod:`s2core.masks`.
         valid_fraction: fraction of grid pixels with data in every band.
         seconds: wall time of the reads.
     """
 
-    data: np.ndarray
+    data: Optional[np.ndarray]
     scl: Optional[np.ndarray]
     product_mask: np.ndarray
     valid_fraction: float
@@ -60,6 +64,7 @@ def stack_acquisition(
     sign: Signer = no_signing,
     cancel: Optional[CancelToken] = None,
     on_read: Optional[Callable[[str, int, int], None]] = None,
+    cache: Optional[BlockRowCache] = None,
 ) -> StackResult:
     """Read ``request.bands`` and SCL of all scenes of ``acquisition`` onto ``grid`` and mosaic them.
 
@@ -67,7 +72,8 @@ def stack_acquisition(
     the acquisition's priority order: the first scene with data wins a pixel. The
     processing-baseline offset of each scene is removed before mosaicking.
 
-    ``on_read(label, done, total)`` is called after each asset read.
+    ``on_read(label, done, total)`` is called after each asset read. ``cache`` is shared by the
+    strips of one grid (:func:`stack_strips`).
     """
     t0 = time.monotonic()
     policy = ReadPolicy(timeout=request.dl_timeout, max_retries=request.max_retries)
@@ -109,6 +115,7 @@ def stack_acquisition(
                 band=plane,
                 zero_is_data=band.startswith(MSK_CLASSI),
                 as_dn=band in band_index,
+                cache=cache,
             )
             futures[fut] = (band, i, scene.id)
         pending = set(futures)
@@ -173,6 +180,41 @@ def stack_acquisition(
         valid_fraction=valid_fraction,
         seconds=time.monotonic() - t0,
     )
+
+
+def strips(grid: Grid, n_bands: int) -> list[tuple[int, int]]:
+    """The row ranges a stack of ``n_bands`` uint16 bands on ``grid`` is read by: the whole grid when it
+    fits :data:`STACK_MEMORY`, else strips of about :data:`STRIP_MEMORY` (multiples of 512 rows)."""
+    row_bytes = max(1, n_bands * grid.width * 2)
+    if row_bytes * grid.height <= STACK_MEMORY:
+        return [(0, grid.height)]
+    rows = max(512, STRIP_MEMORY // row_bytes // 512 * 512)
+    return [(r0, min(grid.height, r0 + rows)) for r0 in range(0, grid.height, rows)]
+
+
+def stack_strips(
+    request: PreprocessRequest,
+    acquisition: Acquisition,
+    grid: Grid,
+    rows: list[tuple[int, int]],
+    *,
+    sign: Signer = no_signing,
+    cancel: Optional[CancelToken] = None,
+    on_read: Optional[Callable[[str, int, int], None]] = None,
+) -> Iterator[tuple[int, StackResult]]:
+    """:func:`stack_acquisition` of each strip ``(r0, r1)`` of ``rows`` in turn: yields ``(r0, strip)``.
+
+    Every strip is read on its own sub-grid (:meth:`Grid.rows`), so a pixel gets the same value as
+    in a whole-grid read; ``on_read`` counts the reads of all strips together.
+    """
+    cache = BlockRowCache() if len(rows) > 1 else None
+    for k, (r0, r1) in enumerate(rows):
+        def strip_read(label: str, done: int, total: int, k: int = k) -> None:
+            if on_read is not None:
+                on_read(label, k * total + done, len(rows) * total)
+
+        yield r0, stack_acquisition(request, acquisition, grid.rows(r0, r1), sign=sign, cancel=cancel,
+                                    on_read=strip_read, cache=cache)
 
 
 def _scene_mask(scene: Scene, results: dict, i: int, grid: Grid, valid: Optional[np.ndarray]) -> np.ndarray:

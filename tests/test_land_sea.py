@@ -12,7 +12,7 @@ from affine import Affine
 from s2core.bands import SCL_WATER
 from s2core.errors import InvalidParameter
 from s2core.grid import Grid
-from s2core.land_sea import land_sea_nodata, sea_mask
+from s2core.land_sea import SeaMask, land_sea_nodata, sea_mask
 from s2core.safe_runs import preprocess_safe
 from tests.conftest import needs_shared
 from tests.safe_products import build_udp_l1c
@@ -74,6 +74,11 @@ def test_scl_water_refines_the_coast_but_not_inland_lakes():
     assert not refined[far_inland].any()
     assert (refined | ~base).all()  # the 1 km sea stays sea
     np.testing.assert_array_equal(land_sea_nodata(grid, "sea", scl), refined)
+    # strip by strip (as large rasters are written), rows of any height give the same sea
+    sea = SeaMask(grid)
+    cuts = [0, 1, 37, 100, 256, 300]
+    strips = [sea.rows(r0, r1, scl[r0:r1]) for r0, r1 in zip(cuts, cuts[1:])]
+    np.testing.assert_array_equal(np.concatenate(strips), refined)
     np.testing.assert_array_equal(land_sea_nodata(grid, "land", scl), ~refined)
     assert land_sea_nodata(grid, "none") is None
     with pytest.raises(InvalidParameter, match="none, land or sea"):
