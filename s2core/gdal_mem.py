@@ -7,12 +7,10 @@ dataset is open.
 
 from __future__ import annotations
 
-import warnings
 from typing import Any
 
 import numpy as np
 import rasterio
-from rasterio.errors import NotGeoreferencedWarning
 
 _GDAL_TYPES = {"uint8": "Byte", "uint16": "UInt16", "int16": "Int16", "uint32": "UInt32", "int32": "Int32",
                "float32": "Float32", "float64": "Float64"}
@@ -29,7 +27,6 @@ def open_array(arr: np.ndarray, mode: str = "r") -> Any:
     size = arr.dtype.itemsize
     name = (f"MEM:::DATAPOINTER={arr.__array_interface__['data'][0]},PIXELS={width},LINES={height},BANDS={count},"
             f"DATATYPE={_GDAL_TYPES[arr.dtype.name]},PIXELOFFSET={size},LINEOFFSET={width * size},"
-            f"BANDOFFSET={width * height * size}")
-    with rasterio.Env(GDAL_MEM_ENABLE_OPEN="YES"), warnings.catch_warnings():
-        warnings.simplefilter("ignore", NotGeoreferencedWarning)  # plain pixels: the caller georeferences them
+            f"BANDOFFSET={width * height * size},GEOTRANSFORM=0/1/0/0/0/-1")  # north-up pixel units, not "ungeoreferenced"
+    with rasterio.Env(GDAL_MEM_ENABLE_OPEN="YES"):
         return rasterio.open(name, mode)

@@ -24,7 +24,7 @@ from s2core.grid import Grid
 from s2core.reading import BlockRowCache, read_to_grid
 from s2core.safe_runs import preprocess_safe
 from tests.conftest import MAPCHETE, MAPCHETE_CATALOG, needs_shared
-from tests.safe_products import build_rkh_l2a
+from tests.safe_products import build_mapchete_l1c, build_rkh_l2a
 
 pytestmark = needs_shared
 
@@ -95,6 +95,17 @@ def test_mosaic_with_orbit_edge_and_masks_by_strips_equals_one_piece(tmp_path: P
     _force_strips(monkeypatch)
     strips = preprocess(make_request(run_id="strips", **common))
     assert whole.grid["height"] > 1024  # three strips at least
+    _assert_same_runs(whole, strips, tmp_path / "whole", tmp_path / "strips")
+
+
+def test_l1c_with_msk_classi_by_strips_equals_one_piece(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
+    """L1C: the product mask comes from the real MSK_CLASSI_B00 (60 m, three planes) strip by strip."""
+    safe = build_mapchete_l1c(tmp_path / "in")
+    kw = dict(resolution=20, bands="B02,B03,B04,B08", out_dir=tmp_path)
+    whole = preprocess_safe([safe], run_id="whole", **kw)[0].manifest
+    assert whole.grid["height"] > 1024 and 0.05 < whole.acquisitions[0].product_mask_fractions["cloud"] < 0.95
+    _force_strips(monkeypatch)
+    strips = preprocess_safe([safe], run_id="strips", **kw)[0].manifest
     _assert_same_runs(whole, strips, tmp_path / "whole", tmp_path / "strips")
 
 
