@@ -261,6 +261,7 @@ def _stack_and_write(
 
     Raises:
         _EmptyAcquisition: no pixel has data; nothing is written.
+        S2CoreError: a read failed (or Cancelled); nothing is written either.
     """
     rows = strips(grid, len(request.bands))
     whole = len(rows) == 1
@@ -297,8 +298,8 @@ def _stack_and_write(
             if valid == 0:  # raised inside the writer: nothing appears at ``path``
                 raise _EmptyAcquisition("no valid pixel inside the AOI (orbit edge or nodata in every tile)")
             on_write()
-    except _EmptyAcquisition:
-        _remove_if_empty(path.parent)  # the acquisition's folder, when the writer made it for nothing
+    except BaseException:  # empty, failed or cancelled: no folder made for nothing
+        _remove_if_empty(path.parent)
         raise
     assert mask is not None
     size = grid.width * grid.height

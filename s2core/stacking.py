@@ -46,7 +46,7 @@ class StackResult:
         scl: uint8 (H, W) Scene Classification Layer, nearest-resampled, 0 = nodata (None for L1C).
         product_mask: uint8 (H, W), see :mod:`s2core.masks`.
         valid_fraction: fraction of grid pixels with data in every band.
-        seconds: wall time of the reads.
+        seconds: wall time of the reads (and of the writes, for a stack written by strips).
     """
 
     data: Optional[np.ndarray]
@@ -204,8 +204,9 @@ def stack_strips(
 ) -> Iterator[tuple[int, StackResult]]:
     """:func:`stack_acquisition` of each strip ``(r0, r1)`` of ``rows`` in turn: yields ``(r0, strip)``.
 
-    Every strip is read on its own sub-grid (:meth:`Grid.rows`), so a pixel gets the same value as
-    in a whole-grid read; ``on_read`` counts the reads of all strips together.
+    Every strip is read on its own sub-grid (:meth:`Grid.rows`); in the assets' own CRS a pixel gets
+    the same value as in a whole-grid read (tests/test_strips.py). ``on_read`` counts the reads of
+    all strips together.
     """
     cache = BlockRowCache() if len(rows) > 1 else None
     for k, (r0, r1) in enumerate(rows):
