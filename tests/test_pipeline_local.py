@@ -165,6 +165,8 @@ def test_default_bands_fail_clearly_when_assets_are_unreachable(tmp_path):
     manifest = json.loads(next(tmp_path.glob("*/manifest.json")).read_text())
     assert manifest["status"] == "failed" and manifest["acquisitions"][0]["status"] == "failed"
     assert not list(tmp_path.rglob("*.tif"))
+    run_dir = next(tmp_path.glob("*/manifest.json")).parent
+    assert [p.name for p in run_dir.iterdir()] == ["manifest.json"]  # no folder, no scratch file left behind
 
 
 def test_empty_search_and_no_cover(tmp_path):
