@@ -341,7 +341,13 @@ class RunState:
         self.run_dir = Path(request.out_dir) / run_id
         if (self.run_dir / MANIFEST_NAME).exists():
             raise InvalidParameter(f"Run folder {self.run_dir} already holds a run: choose another run_id or out_dir.")
-        self.run_dir.mkdir(parents=True, exist_ok=True)
+        try:
+            self.run_dir.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise InvalidParameter(
+                f"Cannot create the run folder {self.run_dir} ({exc.strerror or exc}): choose an output folder "
+                "(out_dir, --out) that you can write to."
+            ) from None
         self.manifest = Manifest(
             run_id=run_id,
             status="running",

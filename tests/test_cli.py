@@ -53,6 +53,7 @@ def test_search_lists_selected_and_skipped(tmp_path: Path):
     (["--bands", "B02,B99"], "Unknown band(s) B99"),
     (["--catalog", "/nope/catalog.json"], "neither 'pc'"),
     (["--min-tile-cover", "2"], "min_tile_cover"),
+    (["--out", "/proc/s2core-cannot-write-here"], "Cannot create the run folder"),
 ])
 def test_bad_input_one_line_exit_2(tmp_path: Path, args, needle):
     base = {"--aoi": INSIDE_TWM_WKT, "--start": "2023-08-13", "--end": "2023-08-15",
