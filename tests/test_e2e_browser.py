@@ -199,7 +199,23 @@ def _set_date(page: Any, label: str, iso: str) -> None:
 
 
 def _choose(page: Any, label: str, option: str) -> None:
-    """Pick ``option`` in the Streamlit selectbox labelled ``label``."""
-    page.get_by_label(label, exact=True).click()
-    page.get_by_role("option", name=option).click()
+    """Pick ``option`` in the Streamlit selectbox labelled ``label``.
+
+    A rerun that lands between opening the list and clicking closes the list again: open it
+    again (up to three times) rather than wait on a list that is gone.
+    """
+    from playwright.sync_api import TimeoutError as PlaywrightTimeout
+
+    box = page.get_by_label(label, exact=True)
+    box.wait_for(state="visible", timeout=60_000)
+    for attempt in range(3):
+        _wait_idle(page)
+        box.click()
+        try:
+            page.get_by_role("option", name=option).click(timeout=15_000)
+            break
+        except PlaywrightTimeout:
+            page.keyboard.press("Escape")
+            if attempt == 2:
+                raise
     _wait_idle(page)
