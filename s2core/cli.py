@@ -180,11 +180,15 @@ def _cmd_batch(args: argparse.Namespace) -> int:
 
 def _cmd_safe(args: argparse.Namespace) -> int:
     """Local SAFE products: with --aoi one run over those that cover it, else one run per product."""
+    return _run_all(args, _safe_requests(args, ("start", "end", "run_id")))
+
+
+def _safe_requests(args: argparse.Namespace, given: tuple[str, ...]) -> list:
+    """The requests for ``--input`` products; ``given`` are the optional arguments passed on when set."""
     from s2core.safe_runs import safe_requests
 
-    extra = {k: getattr(args, k) for k in ("start", "end", "run_id") if getattr(args, k)}
-    requests = safe_requests(args.input, args.aoi, **extra, **_params(args))
-    return _run_all(args, requests)
+    extra = {k: getattr(args, k) for k in given if getattr(args, k)}
+    return safe_requests(args.input, args.aoi, **extra, **_params(args))
 
 
 def _run_all(args: argparse.Namespace, requests: list) -> int:
@@ -234,13 +238,7 @@ def cmd_search(args: argparse.Namespace) -> int:
     """List the acquisitions a run would use, and the skipped ones, without reading pixels."""
     from s2core.pipeline import plan
 
-    if args.input:
-        from s2core.safe_runs import safe_requests
-
-        extra = {k: getattr(args, k) for k in ("start", "end") if getattr(args, k)}
-        requests = safe_requests(args.input, args.aoi, **extra, **_params(args))
-    else:
-        requests = [_request_from_args(args)]
+    requests = _safe_requests(args, ("start", "end")) if args.input else [_request_from_args(args)]
     for request in requests:
         acquisitions, skipped, n = plan(request)
         print(f"{n} item(s) found; {len(acquisitions)} acquisition(s) selected, {len(skipped)} skipped")

@@ -105,11 +105,16 @@ def gml_cloud_polygons(data: bytes) -> tuple[str | None, list[tuple[str, object]
 
 def product_mask_from_gml(data: bytes, grid: "Grid", valid: np.ndarray) -> np.ndarray:
     """Product mask codes from ``MSK_CLOUDS_B00.gml`` polygons rasterised on ``grid`` (pixel centres)."""
+    return product_mask_from_polygons(*gml_cloud_polygons(data), grid, valid)
+
+
+def product_mask_from_polygons(crs: str | None, polygons: list[tuple[str, object]], grid: "Grid",
+                               valid: np.ndarray) -> np.ndarray:
+    """Product mask codes from parsed cloud polygons (:func:`gml_cloud_polygons`) rasterised on ``grid``."""
     from rasterio.features import rasterize
 
     from s2core.grid import project_geometry
 
-    crs, polygons = gml_cloud_polygons(data)
     out = np.where(valid, CLEAR, NODATA).astype(np.uint8)
     shapes = []
     for _kind, poly in polygons:

@@ -26,9 +26,11 @@ from rasterio.enums import Resampling
 from rasterio.windows import Window
 from rasterio.errors import NotGeoreferencedWarning, RasterioError, RasterioIOError
 from rasterio.warp import reproject
+from scipy import ndimage
 
 from s2core.catalog import Signer, no_signing
 from s2core.errors import AssetReadError, AssetTimeout
+from s2core.gdal_mem import open_array
 from s2core.grid import Grid
 from s2core.resampling import downsample, downsample_flags
 
@@ -322,10 +324,6 @@ def _subdivided_read(src: Any, grid: Grid, sub: tuple[int, int, int], src_nodata
     :func:`_reproject`'s conventions otherwise. ``cache`` (a cache and the asset's key) serves
     asset rows that earlier strips decoded already.
     """
-    from scipy import ndimage
-
-    from s2core.gdal_mem import open_array
-
     k, col, row = sub  # the grid's corner on the k-times finer lattice of the asset
     if method not in _KERNEL_MARGIN or (dtype == np.uint8 and src_nodata not in (None, 0)):
         return None

@@ -6,6 +6,7 @@ runs in a thread, a process or a Dask worker.
 
 from __future__ import annotations
 
+import functools
 import logging
 import time
 from concurrent.futures import FIRST_EXCEPTION, Future, ThreadPoolExecutor, wait
@@ -14,10 +15,10 @@ from typing import Callable, Iterator, Optional
 
 import numpy as np
 
-from s2core.catalog import Signer, no_signing
+from s2core.catalog import Scene, Signer, no_signing
 from s2core.grid import Grid
-from s2core.catalog import Scene
-from s2core.masks import product_mask_from_classi, product_mask_from_gml, product_mask_from_scl
+from s2core.masks import CLEAR, NODATA, gml_cloud_polygons, product_mask_from_classi, product_mask_from_polygons, \
+    product_mask_from_scl
 from s2core.progress import CancelToken
 from s2core.radiometry import to_reflectance_dn
 from s2core.reading import BlockRowCache, ReadPolicy, read_to_grid
@@ -228,11 +229,17 @@ def _scene_mask(scene: Scene, results: dict, i: int, grid: Grid, valid: Optional
         planes = [results.pop((f"{MSK_CLASSI}:{k}", i)) for k in (1, 2, 3)]
         return product_mask_from_classi(*planes, valid=valid)
     if MSK_CLOUDS in layers:
-        from s2core.safe import read_href_bytes
-
-        return product_mask_from_gml(read_href_bytes(scene.href(MSK_CLOUDS)), grid, valid)
+        return product_mask_from_polygons(*_gml_polygons(scene.href(MSK_CLOUDS)), grid, valid)
     log.warning("%s has no product cloud mask: its product mask says clear everywhere it has data", scene.id)
-    return np.where(valid, 1, 0).astype(np.uint8)
+    return np.where(valid, CLEAR, NODATA).astype(np.uint8)
+
+
+@functools.lru_cache(maxsize=16)
+def _gml_polygons(href: str) -> tuple[str | None, list[tuple[str, object]]]:
+    """The parsed polygons of an ``MSK_CLOUDS_B00.gml``: read once, not once per strip."""
+    from s2core.safe import read_href_bytes
+
+    return gml_cloud_polygons(read_href_bytes(href))
 
 
 def _merge_in_order(out: np.ndarray, waiting: dict[int, np.ndarray], merged: dict[str, int], band: str) -> None:
