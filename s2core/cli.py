@@ -275,8 +275,7 @@ def cmd_models(args: argparse.Namespace) -> int:
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser of ``python -m s2core``."""
     parser = argparse.ArgumentParser(prog="python -m s2core", description="Sentinel-2 preprocessing and cloud/shadow masks (STAC catalogs or local SAFE products).")
-    parser.add_argument("-v", "--verbose", action="store_true", help="log details")
-    parser.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
+    _add_global_args(parser, False)
     sub = parser.add_subparsers(dest="command", required=True)
     p = sub.add_parser("preprocess", help="AOI + dates -> analysis-ready rasters and product masks")
     _add_preprocess_args(p)
@@ -293,7 +292,15 @@ def build_parser() -> argparse.ArgumentParser:
     m = sub.add_parser("models", help="list the registered cloud/shadow models")
     m.add_argument("--build", action="store_true", help="(re)build models/s2cloudless.onnx from the s2cloudless package")
     m.set_defaults(func=cmd_models)
+    for command in (p, s, r, m):  # also after the command: `python -m s2core run ... -q`
+        _add_global_args(command, argparse.SUPPRESS)
     return parser
+
+
+def _add_global_args(p: argparse.ArgumentParser, default: object) -> None:
+    """-v/-q; a sub-command's copy defaults to SUPPRESS so that it keeps the value given before it."""
+    p.add_argument("-v", "--verbose", action="store_true", default=default, help="log details")
+    p.add_argument("-q", "--quiet", action="store_true", default=default, help="no progress bar")
 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:

@@ -72,3 +72,16 @@ def test_pc_key_not_echoed(tmp_path: Path):
     res = _cli("preprocess", "--aoi", "POINT(1 2)", "--start", "2023-08-13", "--end", "2023-08-15",
                "--pc-key", secret, "--out", str(tmp_path))
     assert res.returncode == 2 and secret not in res.stdout + res.stderr
+
+
+@pytest.mark.parametrize("argv,quiet,verbose", [
+    (["-q", "models"], True, False),
+    (["models", "-q"], True, False),
+    (["models"], False, False),
+    (["-v", "run", "--input", "x.SAFE", "--quiet"], True, True),
+])
+def test_global_flags_before_or_after_the_command(argv, quiet, verbose):
+    from s2core.cli import build_parser
+
+    args = build_parser().parse_args(argv)
+    assert (args.quiet, args.verbose) == (quiet, verbose)
