@@ -11,7 +11,7 @@ import streamlit as st
 
 from pages.ui.context import job_manager, settings, tile_server
 from pages.ui.widgets import status_label
-from s2core.runs import list_runs
+from s2core.runfolder.listing import list_runs
 
 st.set_page_config(page_title="Sentinel-2 analysis-ready rasters", layout="wide")
 st.title("Sentinel-2 analysis-ready rasters and masks")
@@ -37,8 +37,8 @@ for job in running:
     snap = job.snapshot()
     st.progress(snap.fraction, text=f"Running {snap.run_id}: {snap.message}")
 
-runs = list_runs(ctx.runs_root)
-st.subheader(f"Runs in {ctx.runs_root}")
+runs = list_runs(ctx.runs_dir)
+st.subheader(f"Runs in {ctx.runs_dir}")
 if not runs:
     st.info("No run yet. Start one on the Run page, or from the command line: `python -m s2core run --help`.")
 else:

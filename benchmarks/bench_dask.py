@@ -51,7 +51,7 @@ def main() -> None:
     t_local = time.perf_counter() - t
 
     t = time.perf_counter()
-    from s2core.cluster import worker_env
+    from s2core.run.cluster import worker_env
 
     cluster = distributed.LocalCluster(n_workers=2, threads_per_worker=1, processes=True, dashboard_address=":0",
                                        memory_limit="4GiB", env=worker_env(1))

@@ -57,9 +57,9 @@ import json, resource, sys, time
 from pathlib import Path
 import numpy as np
 sys.path.insert(0, sys.argv[1])
-from s2core.grid import Grid
-from s2core.masking import ArraySource, FileSource, mask_acquisition
-from s2core.request import MaskOptions
+from s2core.model.grid import Grid
+from s2core.masks.stage import ArraySource, FileSource, mask_acquisition
+from s2core.model.request import MaskOptions
 import rasterio
 src_path, out, in_memory = Path(sys.argv[2]), Path(sys.argv[3]), sys.argv[4] == "1"
 bands = tuple(sys.argv[5].split(","))

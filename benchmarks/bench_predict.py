@@ -1,4 +1,4 @@
-"""Benchmark: s2core.predict vs the ukis-csmask CSmask API, and our s2cloudless ONNX vs LightGBM.
+"""Benchmark: s2core.masks.predict vs the ukis-csmask CSmask API, and our s2cloudless ONNX vs LightGBM.
 
 Same real input for both sides, same model, same machine, one run:
 
@@ -53,7 +53,7 @@ def bench_ukis() -> None:
 
     from s2core import predict
 
-    print("ukis-csmask-6b-l2a: s2core.predict vs ukis_csmask.CSmask (best of 3, same input, same ONNX file)")
+    print("ukis-csmask-6b-l2a: s2core.masks.predict vs ukis_csmask.CSmask (best of 3, same input, same ONNX file)")
     print(f"{'input':>22} {'ours s':>8} {'CSmask s':>9} {'ours MP/s':>10} {'CSmask MP/s':>12} {'speed-up':>9} "
           f"{'agree':>7} {'patches':>8}")
     full = rkh(1098)

@@ -76,7 +76,7 @@ def build(dest: Path) -> Path:
 
 CHILD = """
 import json, sys, time
-from s2core.safe_runs import preprocess_safe
+from s2core.run.safe_runs import preprocess_safe
 t0 = time.monotonic()
 res = preprocess_safe([sys.argv[1]], resolution=10, out_dir=sys.argv[2], run_id="full")
 m = res[0].manifest

@@ -16,13 +16,15 @@ from streamlit_folium import st_folium
 from pages.ui.context import job_manager, settings
 from pages.ui.maps import draw_map
 from pages.ui.widgets import show_error, status_label
-from s2core.aoi import AOI, parse_aoi
-from s2core.bands import L2A_BANDS
-from s2core.cluster import parse_scheduler
+from s2core.model.aoi import AOI, parse_aoi
+from s2core.model.bands import L2A_BANDS
+from s2core.run.cluster import parse_scheduler
 from s2core.errors import InvalidAOI, InvalidParameter, S2CoreError
-from s2core.pipeline import plan
-from s2core.registry import registered_cards
-from s2core.request import DEFAULT_MAX_AOI_KM2, PreprocessRequest, make_request
+from s2core.plan import plan
+from s2core.masks.registry import registered_cards
+from s2core.model.request import MaskOptions, PreprocessRequest, field_choices, field_default
+from s2core.run.request import make_request
+from s2core.settings import get_settings
 
 CATALOGS = {"Planetary Computer": "pc", "Earth Search": "earth-search", "STAC API URL": None, "Local catalog": None}
 BAND_PRESETS = {"all 12 bands": list(L2A_BANDS), "10 m bands: B02 B03 B04 B08": ["B02", "B03", "B04", "B08"],
@@ -66,7 +68,7 @@ aoi_value = _aoi_input()
 aoi: Optional[AOI] = None
 if aoi_value is not None:
     try:
-        aoi = parse_aoi(aoi_value, max_km2=DEFAULT_MAX_AOI_KM2)
+        aoi = parse_aoi(aoi_value, max_km2=get_settings().max_aoi_km2)
         w, s, e, n = aoi.unwrapped.bounds
         st.success(f"AOI: {aoi.area_km2:,.1f} km² — bounds {w:.4f}, {s:.4f}, {e:.4f}, {n:.4f} "
                    f"— output CRS {aoi.utm_crs.to_string()}")
@@ -101,35 +103,36 @@ with st.expander("Bands, grid and selection", expanded=False):
     preset = c1.selectbox("bands", list(BAND_PRESETS), key="band_preset")
     bands = BAND_PRESETS[preset] or c1.multiselect("custom bands", list(L2A_BANDS), default=list(L2A_BANDS),
                                                    key="bands")
-    resolution = c2.number_input("resolution (m)", min_value=1.0, max_value=1000.0, value=10.0, step=10.0,
-                                 key="resolution")
-    dl_timeout = c3.number_input("dl_timeout (s)", min_value=1.0, value=120.0, step=10.0, key="dl_timeout",
+    resolution = c2.number_input("resolution (m)", min_value=1.0, max_value=1000.0, value=field_default("resolution"),
+                                 step=10.0, key="resolution")
+    dl_timeout = c3.number_input("dl_timeout (s)", min_value=1.0, value=field_default("dl_timeout"), step=10.0,
+                                 key="dl_timeout",
                                  help="Upper bound on each band read, retries included.")
     c1, c2 = st.columns(2)
-    min_tile_cover = c1.slider("min_tile_cover", 0.05, 1.0, 0.99, 0.01, key="min_tile_cover",
+    min_tile_cover = c1.slider("min_tile_cover", 0.05, 1.0, field_default("min_tile_cover"), 0.01, key="min_tile_cover",
                                help="A date is kept only if its tiles cover at least this fraction of the AOI.")
     max_tiles = c2.number_input("max_tiles_per_time (0 = no limit)", min_value=0, value=0, step=1, key="max_tiles")
 with st.expander("Resampling, projection and output (the SNAP service's options)", expanded=False):
     c1, c2, c3 = st.columns(3)
-    upsampling = c1.selectbox("upsampling", ["bilinear", "nearest", "bicubic"], key="upsampling",
+    upsampling = c1.selectbox("upsampling", [m for m in field_choices("upsampling") if m != "cubic"], key="upsampling",
                               help="Bands coarser than the output pixels. SCL is always nearest.")
-    downsampling = c2.selectbox("downsampling", ["mean", "first", "min", "max", "median"], key="downsampling",
+    downsampling = c2.selectbox("downsampling", field_choices("downsampling"), key="downsampling",
                                 help="Bands finer than the output pixels (SNAP's methods, nodata skipped).")
     flag_downsampling = c3.selectbox(
-        "flag_downsampling", ["first", "flag_and", "flag_or", "flag_median_and", "flag_median_or"],
+        "flag_downsampling", field_choices("flag_downsampling"),
         key="flag_downsampling", help="SCL on a coarser grid.")
     c1, c2 = st.columns(2)
     crs = c1.text_input("output CRS (empty: UTM zone of the AOI)", key="crs", placeholder="EPSG:4326, EPSG:3035, …",
                         help="EPSG code, PROJ string or WKT. On a geographic CRS the resolution in metres becomes "
                              "degrees.").strip()
-    output_format = c2.text_input("output format", value="COG", key="output_format",
+    output_format = c2.text_input("output format", value=field_default("output_format"), key="output_format",
                                   help="COG, GTiff, or a GDAL driver (ENVI, HFA, netCDF, …): raster.<ext> is "
                                        "added beside the COGs.").strip()
     c1, c2 = st.columns(2)
-    land_sea_mask = c1.selectbox("land_sea_mask", ["none", "land", "sea"], key="land_sea_mask",
+    land_sea_mask = c1.selectbox("land_sea_mask", field_choices("land_sea_mask"), key="land_sea_mask",
                                  help="land: land pixels to NoData; sea: sea pixels to NoData (1 km global mask, "
                                       "coast refined with SCL water).")
-    cloud_nodata = c2.selectbox("cloud_mask (to NoData)", ["none", "product", "model", "merged"], key="cloud_nodata",
+    cloud_nodata = c2.selectbox("cloud_mask (to NoData)", field_choices("cloud_mask"), key="cloud_nodata",
                                 help="Set cloudy/shadowed pixels of the raster to NoData by the product mask, the "
                                      "model probabilities or the merged mask (model and merged need model masks).")
 with st.expander("Scale out (Dask)", expanded=False):
@@ -146,16 +149,17 @@ with st.expander("Cloud and shadow masks", expanded=True):
     use_masks = st.checkbox("Compute model masks (cloud and shadow probabilities, merged mask)", value=True,
                             key="use_masks")
     c1, c2 = st.columns(2)
-    cloud_model = c1.multiselect("cloud_model (several = ensemble)", cloud_names, default=["auto"],
+    cloud_model = c1.multiselect("cloud_model (several = ensemble)", cloud_names, default=list(field_default("cloud_model", MaskOptions)),
                                  key="cloud_model", disabled=not use_masks,
                                  help="'auto' picks the U-Net that matches the bands.")
     shadow_model = c2.selectbox("shadow_model", shadow_names, key="shadow_model", disabled=not use_masks)
     c1, c2, c3, c4 = st.columns(4)
-    cloud_thr = c1.slider("cloud_thr", 0.0, 1.0, 0.3, 0.01, key="cloud_thr", disabled=not use_masks)
-    shadow_thr = c2.slider("shadow_thr", 0.0, 1.0, 0.2, 0.01, key="shadow_thr", disabled=not use_masks)
-    dilation = c3.number_input("dilation (px)", min_value=0, max_value=50, value=5, key="dilation",
+    cloud_thr = c1.slider("cloud_thr", 0.0, 1.0, field_default("cloud_thr", MaskOptions), 0.01, key="cloud_thr", disabled=not use_masks)
+    shadow_thr = c2.slider("shadow_thr", 0.0, 1.0, field_default("shadow_thr", MaskOptions), 0.01, key="shadow_thr", disabled=not use_masks)
+    dilation = c3.number_input("dilation (px)", min_value=0, max_value=50, value=field_default("dilation", MaskOptions),
+                               key="dilation",
                                disabled=not use_masks)
-    in_memory = c4.checkbox("in_memory", value=False, key="in_memory", disabled=not use_masks,
+    in_memory = c4.checkbox("in_memory", value=field_default("in_memory", MaskOptions), key="in_memory", disabled=not use_masks,
                             help="Whole raster in memory for inference: faster, more memory.")
 
 
@@ -174,7 +178,7 @@ def _request() -> PreprocessRequest:
                  "cloud_thr": cloud_thr, "shadow_thr": shadow_thr, "dilation": int(dilation), "in_memory": in_memory}
     return make_request(
         aoi=aoi, start=start, end=end, catalog=catalog.strip(), bands=list(bands) or "", resolution=resolution,
-        out_dir=ctx.runs_root, min_tile_cover=min_tile_cover, max_tiles_per_time=int(max_tiles) or None,
+        out_dir=ctx.runs_dir, min_tile_cover=min_tile_cover, max_tiles_per_time=int(max_tiles) or None,
         dl_timeout=dl_timeout, pc_key=pc_key, masks=masks, upsampling=upsampling, downsampling=downsampling,
         flag_downsampling=flag_downsampling, crs=crs or None, output_format=output_format or "COG",
         land_sea_mask=land_sea_mask, cloud_mask=cloud_nodata,

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from pathlib import Path
 from typing import Any, Optional
 
 import pandas as pd
@@ -13,10 +12,10 @@ from streamlit_folium import st_folium
 from pages.ui.context import settings, tile_server
 from pages.ui.maps import split_map
 from pages.ui.widgets import legend_html, show_error, status_label
-from s2core.manifest import Manifest
-from s2core.pipeline import load_manifest
-from s2core.raster_stats import Agreement, agreement, confusion_counts
-from s2core.runs import list_runs
+from s2core.runfolder.manifest import Manifest
+from s2core.runfolder.manifest import load_manifest
+from s2core.runfolder.stats import mask_agreement
+from s2core.runfolder.listing import list_runs
 from tiles_server.layers import LAYERS
 
 LEFT_LAYERS = {"Model mask": "mask", "Cloud probability": "cloud_prob", "Shadow probability": "shadow_prob"}
@@ -30,7 +29,7 @@ server, problem = tile_server()
 if problem:
     st.error(problem)
 
-runs = [r for r in list_runs(ctx.runs_root) if r.completed]
+runs = [r for r in list_runs(ctx.runs_dir) if r.completed]
 if not runs:
     st.info("No completed run yet: start one on the Run page.")
     st.page_link("pages/1_Run.py", label="New run", icon="▶️")
@@ -73,16 +72,6 @@ def tilejson(layer: str, **query: Any) -> Optional[dict]:
         return None
 
 
-@st.cache_data(show_spinner=False, max_entries=64)
-def _agreement_cached(model: str, product: str, stamp: tuple[int, int]) -> Agreement:
-    return agreement(confusion_counts(Path(model), Path(product)))
-
-
-def _agreement(model: Path, product: Path) -> Agreement:
-    """Agreement of two mask files, computed once per file version (not on every widget change)."""
-    return _agreement_cached(str(model), str(product), (model.stat().st_mtime_ns, product.stat().st_mtime_ns))
-
-
 map_col, stats_col = st.columns([3, 2])
 with map_col:
     left_layer, right_layer, base_layer = LEFT_LAYERS[left_name], RIGHT_LAYERS[right_name], BASES[base_name]
@@ -103,7 +92,7 @@ with map_col:
 with stats_col:
     st.subheader("Agreement")
     try:
-        result = _agreement(run.path / acq.outputs["mask"], run.path / acq.outputs["product_mask"])
+        result = mask_agreement(run.path / acq.outputs["mask"], run.path / acq.outputs["product_mask"])
         m1, m2, m3 = st.columns(3)
         m1.metric("Overall agreement", f"{100 * result.overall:.1f} %")
         iou_cloud, iou_shadow = result.iou.get("cloud"), result.iou.get("shadow")

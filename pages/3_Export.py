@@ -9,8 +9,8 @@ import streamlit as st
 
 from pages.ui.context import settings
 from pages.ui.widgets import show_error, status_label
-from s2core.export import human_size, run_files, zip_run
-from s2core.runs import list_runs
+from s2core.runfolder.export import human_size, run_files, zip_run
+from s2core.runfolder.listing import list_runs
 
 MIME = {"geotiff": "image/tiff", "stac": "application/geo+json", "manifest": "application/json"}
 #: Streamlit holds a download in memory: bigger files are pointed to on disk instead.
@@ -19,7 +19,7 @@ MAX_DOWNLOAD_BYTES = 2_000_000_000
 st.set_page_config(page_title="Export · Sentinel-2", layout="wide")
 st.title("Export")
 ctx = settings()
-runs = list_runs(ctx.runs_root)
+runs = list_runs(ctx.runs_dir)
 if not runs:
     st.info("No run yet: start one on the Run page.")
     st.page_link("pages/1_Run.py", label="New run", icon="▶️")

@@ -8,14 +8,20 @@ import os
 import sys
 from typing import Optional, Sequence
 
-from s2core.bands import L2A_BANDS
+from tqdm import tqdm
+
 from s2core.errors import Cancelled, InvalidParameter, S2CoreError
 from s2core.progress import CancelToken, ProgressEvent
-from s2core.request import DEFAULT_MAX_AOI_KM2, make_request
+from s2core.model.request import MaskOptions, field_choices, field_default
+from s2core.run.request import make_request
+from s2core.settings import get_settings
 
 log = logging.getLogger("s2core")
 #: GDAL block cache of CLI runs, in MB (GDAL's own default is 5 % of the RAM).
 CLI_GDAL_CACHE_MB = "256"
+
+
+_default, _choices = field_default, field_choices
 
 
 def _add_preprocess_args(p: argparse.ArgumentParser) -> None:
@@ -23,60 +29,74 @@ def _add_preprocess_args(p: argparse.ArgumentParser) -> None:
                                                "(optional with --input: whole products)")
     p.add_argument("--start", default=None, help="first date, YYYY-MM-DD (optional with --input)")
     p.add_argument("--end", default=None, help="last date (inclusive), YYYY-MM-DD (optional with --input)")
-    p.add_argument("--catalog", default="pc", help="pc (default), earth-search, a STAC API URL, or a local catalog path")
+    p.add_argument("--catalog", default=_default("catalog"),
+                   help="pc (default), earth-search, a STAC API URL, or a local catalog path")
     p.add_argument("--input", action="extend", nargs="+", default=None, metavar="PRODUCT",
                    help="local Sentinel-2 products instead of a catalog: .SAFE folders, .zip files, or folders of "
                         "them (L2A or L1C); all are processed as one batch")
     p.add_argument("--collection", default=None, help="STAC collection (default sentinel-2-l2a)")
-    p.add_argument("--out", default="runs", help="output root; the run is written to OUT/<run_id>/ (default: runs)")
+    p.add_argument("--out", default=str(_default("out_dir")),
+                   help="output root; the run is written to OUT/<run_id>/ (default: %(default)s)")
     p.add_argument("--run-id", default=None, help="name of the run folder (default: timestamp + random suffix)")
-    p.add_argument("--bands", default=",".join(L2A_BANDS), help="comma-separated bands (default: the 12 L2A bands)")
-    p.add_argument("--resolution", type=float, default=10.0, help="output pixel size in metres (default 10)")
-    p.add_argument("--upsampling", default="bilinear", choices=["nearest", "bilinear", "bicubic", "cubic"],
-                   help="bands finer than their native pixels (default bilinear; SCL always nearest)")
-    p.add_argument("--downsampling", default="mean", choices=["first", "min", "max", "mean", "median"],
-                   help="bands coarser than their native pixels, SNAP's methods skipping nodata (default mean)")
-    p.add_argument("--flag-downsampling", default="first",
-                   choices=["first", "flag_and", "flag_or", "flag_median_and", "flag_median_or"],
-                   help="class/flag rasters (SCL) coarser than native (default first)")
+    p.add_argument("--bands", default=",".join(_default("bands")), help="comma-separated bands (default: the 12 L2A bands)")
+    p.add_argument("--resolution", type=float, default=_default("resolution"),
+                   help="output pixel size in metres (default %(default)s)")
+    p.add_argument("--upsampling", default=_default("upsampling"), choices=_choices("upsampling"),
+                   help="bands finer than their native pixels (default %(default)s; SCL always nearest)")
+    p.add_argument("--downsampling", default=_default("downsampling"), choices=_choices("downsampling"),
+                   help="bands coarser than their native pixels, SNAP's methods skipping nodata (default %(default)s)")
+    p.add_argument("--flag-downsampling", default=_default("flag_downsampling"), choices=_choices("flag_downsampling"),
+                   help="class/flag rasters (SCL) coarser than native (default %(default)s)")
     p.add_argument("--crs", default=None, help="output CRS: EPSG code, PROJ string or WKT (default: UTM zone of the AOI; "
                                                "on a geographic CRS such as EPSG:4326 --resolution metres become degrees)")
-    p.add_argument("--output-format", default="COG",
+    p.add_argument("--output-format", default=_default("output_format"),
                    help="COG (default), GTiff, or a GDAL raster driver that can write, e.g. ENVI, HFA, netCDF: "
                         "adds raster.<ext> beside the COGs")
-    p.add_argument("--min-tile-cover", type=float, default=0.99, help="minimum AOI fraction a pass must cover (default 0.99)")
+    p.add_argument("--min-tile-cover", type=float, default=_default("min_tile_cover"),
+                   help="minimum AOI fraction a pass must cover (default %(default)s)")
     p.add_argument("--max-tiles-per-time", type=int, default=None, help="most tiles per pass (default: no limit)")
     p.add_argument("--max-cloud-cover", type=float, default=None, help="skip items above this eo:cloud_cover (percent)")
-    p.add_argument("--dl-timeout", type=float, default=120.0, help="seconds allowed for reading one asset, retries included")
-    p.add_argument("--max-retries", type=int, default=3, help="retries of a failing read (default 3)")
-    p.add_argument("--read-workers", type=int, default=8, help="parallel asset reads (default 8)")
-    p.add_argument("--max-aoi-km2", type=float, default=DEFAULT_MAX_AOI_KM2, help="refuse larger AOIs")
-    p.add_argument("--land-sea-mask", default="none", choices=["none", "land", "sea"],
+    p.add_argument("--dl-timeout", type=float, default=_default("dl_timeout"),
+                   help="seconds allowed for reading one asset, retries included (default %(default)s)")
+    p.add_argument("--max-retries", type=int, default=_default("max_retries"),
+                   help="retries of a failing read (default %(default)s)")
+    p.add_argument("--read-workers", type=int, default=_default("read_workers"),
+                   help="parallel asset reads (default %(default)s)")
+    p.add_argument("--max-aoi-km2", type=float, default=get_settings().max_aoi_km2,
+                   help="refuse larger AOIs (default %(default)s, setting S2CORE_MAX_AOI_KM2)")
+    p.add_argument("--land-sea-mask", default=_default("land_sea_mask"), choices=_choices("land_sea_mask"),
                    help="set land (land) or sea (sea) pixels of raster.tif to NoData (1 km global land mask, "
-                        "coast refined with SCL water; default none)")
-    p.add_argument("--cloud-mask", default="none", choices=["none", "product", "model", "merged"],
+                        "coast refined with SCL water; default %(default)s)")
+    p.add_argument("--cloud-mask", default=_default("cloud_mask"), choices=_choices("cloud_mask"),
                    help="set cloudy/shadowed pixels of raster.tif to NoData by the product mask, the model "
-                        "probabilities or the merged mask (model/merged with `run`; default none)")
+                        "probabilities or the merged mask (model/merged with `run`; default %(default)s)")
     p.add_argument("--pc-key", default=None, help="Planetary Computer subscription key (or env PC_SDK_SUBSCRIPTION_KEY)")
 
 
 def _add_mask_args(p: argparse.ArgumentParser) -> None:
     g = p.add_argument_group("masks (reference names and defaults)")
-    g.add_argument("--cloud-model", default="auto",
+    m = MaskOptions
+    g.add_argument("--cloud-model", default=",".join(_default("cloud_model", m)),
                    help="registered model name or .onnx file; comma-separate several for an ensemble "
                         "(default auto: ukis-csmask-6b-l2a with B11+B12, else ukis-csmask-4b-l2a)")
-    g.add_argument("--shadow-model", default="auto", help="model giving shadow probabilities (default auto)")
-    g.add_argument("--cloud-thr", type=float, default=0.3, help="cloud probability threshold (default 0.3)")
-    g.add_argument("--shadow-thr", type=float, default=0.2, help="shadow probability threshold (default 0.2)")
-    g.add_argument("--dilation", type=int, default=5, help="dilation disk radius in output pixels (default 5)")
-    g.add_argument("--min-area", type=int, default=0, help="remove masked regions / fill holes below this many px")
+    g.add_argument("--shadow-model", default=_default("shadow_model", m),
+                   help="model giving shadow probabilities (default %(default)s)")
+    g.add_argument("--cloud-thr", type=float, default=_default("cloud_thr", m),
+                   help="cloud probability threshold (default %(default)s)")
+    g.add_argument("--shadow-thr", type=float, default=_default("shadow_thr", m),
+                   help="shadow probability threshold (default %(default)s)")
+    g.add_argument("--dilation", type=int, default=_default("dilation", m),
+                   help="dilation disk radius in output pixels (default %(default)s)")
+    g.add_argument("--min-area", type=int, default=_default("min_area", m),
+                   help="remove masked regions / fill holes below this many px")
     g.add_argument("--no-product-mask", action="store_true", help="do not merge the product (SCL) mask")
     g.add_argument("--in-memory", action="store_true",
                    help="hold the whole raster in memory for inference (faster, more memory)")
     g.add_argument("--inference-resolution", type=float, default=None,
                    help="metres (default: each model's native resolution, about 30 m for the U-Nets)")
     g.add_argument("--binary-mask", action="store_true", help="also write the reference's binary cloud_mask.tif")
-    g.add_argument("--batch-size", type=int, default=1, help="patches per inference batch (default 1)")
+    g.add_argument("--batch-size", type=int, default=_default("batch_size", m),
+                   help="patches per inference batch (default %(default)s)")
 
 
 def _add_scale_args(p: argparse.ArgumentParser) -> None:
@@ -115,6 +135,11 @@ def _params(args: argparse.Namespace) -> dict[str, object]:
     )
 
 
+def _settings_key() -> Optional[str]:
+    key = get_settings().pc_key
+    return key.get_secret_value() if key else None
+
+
 def _request_from_args(args: argparse.Namespace, **override: object):  # noqa: ANN202
     missing = [f"--{k}" for k in ("aoi", "start", "end") if getattr(args, k) in (None, "")]
     if missing:
@@ -123,7 +148,7 @@ def _request_from_args(args: argparse.Namespace, **override: object):  # noqa: A
     kwargs.update(override)
     return make_request(
         aoi=kwargs["aoi"], start=args.start, end=args.end, catalog=args.catalog, run_id=kwargs["run_id"],
-        pc_key=args.pc_key or os.environ.get("PC_SDK_SUBSCRIPTION_KEY") or None, **_params(args),
+        pc_key=args.pc_key or _settings_key(), **_params(args),
     )
 
 
@@ -131,8 +156,6 @@ class _Bar:
     """Shows :class:`ProgressEvent` s as a tqdm bar on stderr."""
 
     def __init__(self, enabled: bool) -> None:
-        from tqdm import tqdm
-
         self._bar = tqdm(total=1000, unit="‰", disable=(not enabled) or not sys.stderr.isatty(), file=sys.stderr,
                          bar_format="{l_bar}{bar}| {elapsed}<{remaining} {postfix}")
 
@@ -149,7 +172,7 @@ class _Bar:
 
 def cmd_preprocess(args: argparse.Namespace) -> int:
     """Run preprocessing and print where the outputs are."""
-    from s2core.pipeline import preprocess
+    from s2core.run.preprocess import preprocess  # lazy: a command loads its stage only when it runs (--help and usage errors stay instant)
 
     if getattr(args, "batch", False):
         return _cmd_batch(args)
@@ -170,8 +193,8 @@ def cmd_preprocess(args: argparse.Namespace) -> int:
 
 def _cmd_batch(args: argparse.Namespace) -> int:
     """One run per feature of a FeatureCollection, planned together."""
-    from s2core.batch import split_features
-    from s2core.pipeline import new_run_id
+    from s2core.run.batch import split_features  # lazy: a command loads its stage only when it runs (--help and usage errors stay instant)
+    from s2core.runfolder.manifest import new_run_id  # lazy: a command loads its stage only when it runs (--help and usage errors stay instant)
 
     base = args.run_id or new_run_id()
     requests = [_request_from_args(args, aoi=geom, run_id=f"{base}-{name}") for name, geom in split_features(args.aoi)]
@@ -185,7 +208,7 @@ def _cmd_safe(args: argparse.Namespace) -> int:
 
 def _safe_requests(args: argparse.Namespace, given: tuple[str, ...]) -> list:
     """The requests for ``--input`` products; ``given`` are the optional arguments passed on when set."""
-    from s2core.safe_runs import safe_requests
+    from s2core.run.safe_runs import safe_requests  # lazy: a command loads its stage only when it runs (--help and usage errors stay instant)
 
     extra = {k: getattr(args, k) for k in given if getattr(args, k)}
     return safe_requests(args.input, args.aoi, **extra, **_params(args))
@@ -193,7 +216,7 @@ def _safe_requests(args: argparse.Namespace, given: tuple[str, ...]) -> list:
 
 def _run_all(args: argparse.Namespace, requests: list) -> int:
     """Several runs behind one progress bar; a summary per run."""
-    from s2core.batch import preprocess_batch
+    from s2core.run.batch import preprocess_batch  # lazy: a command loads its stage only when it runs (--help and usage errors stay instant)
 
     bar = _Bar(enabled=not args.quiet)
     try:
@@ -236,7 +259,7 @@ def _summary(request, manifest) -> int:  # noqa: ANN001
 
 def cmd_search(args: argparse.Namespace) -> int:
     """List the acquisitions a run would use, and the skipped ones, without reading pixels."""
-    from s2core.pipeline import plan
+    from s2core.plan import plan  # lazy: a command loads its stage only when it runs (--help and usage errors stay instant)
 
     requests = _safe_requests(args, ("start", "end")) if args.input else [_request_from_args(args)]
     for request in requests:
@@ -253,10 +276,10 @@ def cmd_search(args: argparse.Namespace) -> int:
 
 def cmd_models(args: argparse.Namespace) -> int:
     """Print one line per registered model (and build s2cloudless's ONNX file if asked)."""
-    from s2core.registry import describe, get_card, models_dir, registered_cards
+    from s2core.masks.registry import describe, get_card, models_dir, registered_cards  # lazy: a command loads its stage only when it runs (--help and usage errors stay instant)
 
     if args.build:
-        from s2core.s2cloudless_onnx import build_s2cloudless_onnx
+        from s2core.masks.s2cloudless_onnx import build_s2cloudless_onnx  # lazy: a command loads its stage only when it runs (--help and usage errors stay instant)
 
         card = get_card("s2cloudless")
         path = card.path()

@@ -16,11 +16,11 @@ from typing import Any
 import pytest
 
 from s2core import make_request, preprocess
-from s2core.batch import preprocess_batch, split_features
+from s2core.run.batch import preprocess_batch, split_features
 from s2core.cli import main
-from s2core.cluster import DEFAULT_RETRIES, cluster_client
+from s2core.run.cluster import DEFAULT_RETRIES, cluster_client
 from s2core.errors import Cancelled
-from s2core.inference import session_stats
+from s2core.masks.engine import session_stats
 from s2core.progress import CancelToken, ProgressEvent
 from tests.conftest import MAPCHETE_CATALOG, STRADDLE_WKT, mapchete_items, needs_shared
 

@@ -11,9 +11,9 @@ from onnx import TensorProto, helper
 
 from s2core import predict
 from s2core.errors import InvalidParameter
-from s2core.inference import clear_sessions, patch_starts, ramp
-from s2core.masks import CLEAR, CLOUD, DEFECTIVE, NODATA, SHADOW, SNOW
-from s2core.merge import MergeParams, binary_mask, dilate, disk, merge_masks, remove_small_components
+from s2core.masks.engine import clear_sessions, patch_starts, ramp
+from s2core.model.classes import CLEAR, CLOUD, DEFECTIVE, NODATA, SHADOW, SNOW
+from s2core.masks.merge import MergeParams, binary_mask, dilate, disk, merge_masks, remove_small_components
 
 CONV_BANDS = ["B02", "B03", "B04", "B08"]
 

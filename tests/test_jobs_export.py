@@ -1,4 +1,4 @@
-"""Background jobs (s2core.jobs) and run export (s2core.export) on the real mapchete-eo scenes."""
+"""Background jobs (s2core.run.jobs) and run export (s2core.runfolder.export) on the real mapchete-eo scenes."""
 
 from __future__ import annotations
 
@@ -6,8 +6,8 @@ import zipfile
 from pathlib import Path
 
 from s2core import make_request
-from s2core.export import human_size, run_files, zip_run
-from s2core.jobs import JobManager
+from s2core.runfolder.export import human_size, run_files, zip_run
+from s2core.run.jobs import JobManager
 from tests.conftest import MAPCHETE_CATALOG, STRADDLE_WKT, needs_shared
 
 pytestmark = needs_shared

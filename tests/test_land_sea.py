@@ -9,11 +9,11 @@ import pytest
 import rasterio
 from affine import Affine
 
-from s2core.bands import SCL_WATER
+from s2core.model.classes import SCL_WATER
 from s2core.errors import InvalidParameter
-from s2core.grid import Grid
-from s2core.land_sea import SeaMask, land_sea_nodata, sea_mask
-from s2core.safe_runs import preprocess_safe
+from s2core.model.grid import Grid
+from s2core.stack.land_sea import SeaMask, land_sea_nodata, sea_mask
+from s2core.run.safe_runs import preprocess_safe
 from tests.conftest import needs_shared
 from tests.safe_products import build_udp_l1c
 

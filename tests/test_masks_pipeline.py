@@ -12,7 +12,7 @@ import rasterio
 from s2core import load_manifest, make_request, preprocess
 from s2core.cli import main
 from s2core.errors import ModelBandsMissing
-from s2core.masks import CLOUD, NODATA, SHADOW
+from s2core.model.classes import CLOUD, NODATA, SHADOW
 from tests.conftest import MAPCHETE_CATALOG, STRADDLE_WKT, WIDE_AOI, needs_shared
 
 pytestmark = needs_shared

@@ -14,10 +14,10 @@ from rasterio.enums import Resampling
 
 from s2core import predict
 from s2core.errors import InvalidModel, InvalidParameter, ModelBandsMissing, UnknownModel
-from s2core.inference import clear_sessions, get_session
-from s2core.merge import s2cloudless_mask
-from s2core.registry import FARMVIBES_BANDS, get_card, model_bytes, registered_cards
-from s2core.s2cloudless_onnx import build_s2cloudless_onnx, float32_floor
+from s2core.masks.engine import clear_sessions, get_session
+from s2core.masks.merge import s2cloudless_mask
+from s2core.masks.registry import FARMVIBES_BANDS, get_card, model_bytes, registered_cards
+from s2core.masks.s2cloudless_onnx import build_s2cloudless_onnx, float32_floor
 from tests.conftest import RKH, SHARED
 
 PEER = SHARED / "l1c" / "s2cloudless-peer" / "input_arrays.npz"
@@ -169,7 +169,7 @@ def test_farmvibes_convention_models_selected_by_file(tmp_path: Path, monkeypatc
     assert np.abs(out.cloud_prob - expected).max() < 1e-4
     card = get_card(str(shadow_path), "shadow")  # by path, as shadow model: DN × 1e-4, sigmoid
     assert card.convention == "farmvibes-shadow"
-    from s2core.predict import run_on_array
+    from s2core.masks.predict import run_on_array
 
     probs, _ = run_on_array(get_session(card), refl, list(FARMVIBES_BANDS), np.ones((40, 50), bool), ("shadow",))
     z = np.einsum("kc,chw->khw", ws, dn * 1e-4)[0] + bs[0]

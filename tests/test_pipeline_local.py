@@ -13,7 +13,7 @@ from rasterio.warp import reproject
 
 from s2core import make_request, preprocess
 from s2core.errors import NoAcquisitionCovers, NoItemsFound
-from s2core.masks import CLEAR, CLOUD, NODATA, SHADOW, product_mask_from_scl
+from s2core.model.classes import CLEAR, CLOUD, NODATA, SHADOW, product_mask_from_scl
 from tests.conftest import INSIDE_TWM_WKT, MAPCHETE, MAPCHETE_CATALOG, STRADDLE_WKT, needs_shared
 
 pytestmark = needs_shared

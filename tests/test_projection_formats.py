@@ -14,7 +14,7 @@ from rasterio.warp import reproject
 
 from s2core import make_request, preprocess
 from s2core.errors import InvalidParameter
-from s2core.grid import METRES_PER_DEGREE
+from s2core.model.grid import METRES_PER_DEGREE
 from tests.conftest import INSIDE_TWM_WKT, MAPCHETE, MAPCHETE_CATALOG, ROOT, needs_shared
 
 pytestmark = needs_shared

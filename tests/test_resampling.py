@@ -7,7 +7,7 @@ import pytest
 import rasterio
 
 from s2core.errors import InvalidParameter
-from s2core.resampling import check_method, downsample, downsample_flags
+from s2core.read.resampling import check_method, downsample, downsample_flags
 from tests.conftest import RKH, needs_shared
 
 # 4 x 4 uint16, nodata 0; blocks of 2 x 2:
@@ -106,8 +106,8 @@ def test_real_20m_band_to_60m_mean_and_first():
 def test_reading_onto_an_aligned_coarser_grid_aggregates_native_blocks(method: str):
     from affine import Affine
 
-    from s2core.grid import Grid
-    from s2core.reading import read_to_grid
+    from s2core.model.grid import Grid
+    from s2core.read.reader import read_to_grid
 
     with rasterio.open(RKH / "B11.tif") as ds:
         native = ds.read(1).astype(np.float32)
@@ -126,8 +126,8 @@ def test_reading_onto_an_aligned_coarser_grid_aggregates_native_blocks(method: s
 def test_flag_downsampling_of_scl_and_gdal_fallback_off_grid():
     from affine import Affine
 
-    from s2core.grid import Grid
-    from s2core.reading import read_to_grid
+    from s2core.model.grid import Grid
+    from s2core.read.reader import read_to_grid
 
     with rasterio.open(RKH / "SCL.tif") as ds:
         scl, t, crs = ds.read(1), ds.transform, ds.crs.to_string()

@@ -12,7 +12,7 @@ from rasterio.enums import Resampling
 from rasterio.warp import reproject
 
 from s2core import make_request, preprocess
-from s2core.bands import EARTH_SEARCH_KEYS, L2A_BANDS
+from s2core.model.bands import EARTH_SEARCH_KEYS, L2A_BANDS
 from tests.conftest import INSIDE_TWM_WKT, RKH, mapchete_items, needs_shared
 
 pytestmark = needs_shared

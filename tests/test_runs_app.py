@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from s2core.runs import list_runs
+from s2core.runfolder.listing import list_runs
 
 
 def _fake_run(root: Path, run_id: str, created: str, statuses: list[str]) -> None:

@@ -18,10 +18,11 @@ from shapely.geometry import box
 
 from s2core import make_request, preprocess
 from s2core.errors import InvalidProduct, UnknownBand
-from s2core.masks import CLOUD, gml_cloud_polygons, product_mask_from_gml
-from s2core.grid import Grid
-from s2core.safe import locate_products, read_product
-from s2core.safe_runs import preprocess_safe, safe_requests
+from s2core.model.classes import CLOUD
+from s2core.stack.product_mask import gml_cloud_polygons, product_mask_from_gml
+from s2core.model.grid import Grid
+from s2core.search.safe import locate_products, read_product
+from s2core.run.safe_runs import preprocess_safe, safe_requests
 from tests.conftest import ROOT, RKH, needs_shared
 from tests.safe_products import (
     L1C_N0209, L1C_N0400, OFFSETS, SAFE_META, build_mapchete_l1c, build_offsets_l1c, build_rkh_l2a, zip_product,
@@ -96,7 +97,7 @@ def test_safe_l2a_unzipped_and_zipped_equal_the_catalog_route(rkh_products, tmp_
         assert results[0].error is None
         runs.append(_run_dir(results[0]) / results[0].manifest.acquisitions[0].outputs["raster"])
     item = json.loads((RKH / "S2A_29RKH_20200219_0_L2A.json").read_text())
-    from s2core.bands import EARTH_SEARCH_KEYS
+    from s2core.model.bands import EARTH_SEARCH_KEYS
 
     for band, key in EARTH_SEARCH_KEYS.items():
         if key in item["assets"] and (RKH / f"{band}.tif").exists():

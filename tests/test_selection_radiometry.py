@@ -10,9 +10,10 @@ import numpy as np
 import pytest
 
 from s2core import parse_aoi
-from s2core.catalog import open_catalog, scene_from_item
-from s2core.radiometry import dn_offset, processing_baseline, to_reflectance_dn
-from s2core.selection import group_acquisitions, select_acquisitions
+from s2core.search.catalog import open_catalog
+from s2core.search.normalize import scene_from_item
+from s2core.model.radiometry import dn_offset, processing_baseline, to_reflectance_dn
+from s2core.plan import group_acquisitions, select_acquisitions
 from tests.conftest import INSIDE_TWM_WKT, MAPCHETE_CATALOG, PC_ITEMS, STRADDLE_WKT, mapchete_items, needs_shared
 
 pytestmark = needs_shared

@@ -12,7 +12,7 @@ import pytest
 import rasterio
 
 from s2core import make_request, preprocess
-from s2core.catalog import StacApiCatalog, open_catalog
+from s2core.search.catalog import StacApiCatalog, open_catalog
 from s2core.errors import AssetTimeout, CatalogResponseError, CatalogUnreachable, NoItemsFound
 from tests.conftest import INSIDE_TWM_WKT, STRADDLE_WKT, needs_shared
 
@@ -107,7 +107,7 @@ def test_planetary_computer_signer_uses_the_sas_endpoint(asset_server, monkeypat
     import planetary_computer
     from planetary_computer import sas
 
-    from s2core.catalog import PlanetaryComputerSigner
+    from s2core.search.catalog import PlanetaryComputerSigner
 
     calls = []
 

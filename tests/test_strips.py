@@ -1,7 +1,7 @@
 """Large rasters are read, written and let go by strips of rows: the outputs equal a whole-grid run.
 
 Whole-tile runs (a SAFE product without an AOI) hold one strip of the 12-band stack at a time
-(s2core.stacking.strips). These tests force strips on small real products and compare every output
+(s2core.stack.stacking.strips). These tests force strips on small real products and compare every output
 with the same run made in one piece; they also check the fast upsampling read (GDAL's resampled
 RasterIO from the asset's own pixels) against the warper it replaces, and the block-row cache.
 """
@@ -19,10 +19,10 @@ from rasterio.windows import Window
 from scipy import ndimage
 
 from s2core import make_request, preprocess
-from s2core import stacking
-from s2core.grid import Grid
-from s2core.reading import BlockRowCache, read_to_grid
-from s2core.safe_runs import preprocess_safe
+from s2core.stack import stacking
+from s2core.model.grid import Grid
+from s2core.read.reader import BlockRowCache, read_to_grid
+from s2core.run.safe_runs import preprocess_safe
 from tests.conftest import MAPCHETE, MAPCHETE_CATALOG, needs_shared
 from tests.safe_products import build_mapchete_l1c, build_rkh_l2a
 

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import logging
-import functools
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -17,11 +16,11 @@ from rasterio.errors import RasterioError
 from rio_tiler.errors import TileOutsideBounds
 from starlette.middleware.cors import CORSMiddleware
 from starlette.responses import JSONResponse
-from titiler.core.errors import BadRequestError
+from titiler.core.errors import BadRequestError, add_exception_handlers
 from titiler.core.factory import ColorMapFactory
 
 import s2core
-from s2core.raster_stats import agreement, confusion_counts
+from s2core.runfolder.stats import mask_agreement as stats_agreement
 from tiles_server.factory import RunLayerTilerFactory, store_of
 from tiles_server.layers import LAYERS
 from tiles_server.store import NotFound, RunEntry, RunStore
@@ -64,29 +63,22 @@ def _run_doc(entry: RunEntry) -> dict[str, Any]:
     }
 
 
-@functools.lru_cache(maxsize=256)
-def _agreement(model: str, product: str, stamp: tuple[int, int]) -> dict[str, Any]:
-    return asdict(agreement(confusion_counts(Path(model), Path(product))))
-
-
 def _error(status: int, detail: str) -> JSONResponse:
     return JSONResponse({"detail": detail}, status_code=status)
 
 
+#: Exceptions whose message is safe to show, and their HTTP status (TiTiler's table, extended with ours).
+STATUS_CODES: dict[type[Exception], int] = {
+    BadRequestError: 400,
+    TileOutsideBounds: 404,
+    NotFound: 404,
+}
+
+
 def _add_error_handlers(app: FastAPI) -> None:
-    """Readable JSON errors that never reveal server paths or internals."""
-
-    @app.exception_handler(NotFound)
-    def not_found(request: Request, exc: NotFound) -> JSONResponse:
-        return _error(404, str(exc))
-
-    @app.exception_handler(TileOutsideBounds)
-    def outside(request: Request, exc: TileOutsideBounds) -> JSONResponse:
-        return _error(404, "tile outside the layer's bounds")
-
-    @app.exception_handler(BadRequestError)
-    def bad_request(request: Request, exc: BadRequestError) -> JSONResponse:
-        return _error(400, str(exc))
+    """Readable JSON errors (``{"detail": …}``) that never reveal server paths or internals: TiTiler's
+    handler table for the errors whose message is safe, ours for the rest."""
+    add_exception_handlers(app, STATUS_CODES)
 
     @app.exception_handler(RequestValidationError)
     def invalid(request: Request, exc: RequestValidationError) -> JSONResponse:
@@ -97,7 +89,7 @@ def _add_error_handlers(app: FastAPI) -> None:
         return _error(400, "; ".join(parts) or "invalid request")
 
     @app.exception_handler(RasterioError)
-    def unreadable(request: Request, exc: RasterioError) -> JSONResponse:
+    def unreadable(request: Request, exc: RasterioError) -> JSONResponse:  # its message names server paths
         log.error("cannot read a layer file for %s: %s", request.url.path, exc)
         return _error(500, "the layer's file could not be read; the run may be incomplete or damaged")
 
@@ -146,8 +138,7 @@ def create_app(settings: ServerSettings) -> FastAPI:
         """Model mask vs product mask: confusion matrix (rows model), IoU, class percentages."""
         model = store.file(run_id, acquisition_id, "mask")
         product = store.file(run_id, acquisition_id, "product_mask")
-        stamp = (model.stat().st_mtime_ns, product.stat().st_mtime_ns)
-        return {"acquisition": acquisition_id, **_agreement(str(model), str(product), stamp)}
+        return {"acquisition": acquisition_id, **asdict(stats_agreement(model, product))}
 
     _add_error_handlers(app)
     app.add_middleware(CORSMiddleware, allow_origins=list(settings.cors_origins), allow_methods=["GET"],

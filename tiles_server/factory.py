@@ -24,9 +24,9 @@ from starlette.responses import JSONResponse, Response
 from titiler.core.errors import BadRequestError
 from titiler.core.factory import BaseFactory
 
-from s2core.manifest import AcquisitionRecord
-from s2core.raster_stats import class_stats, probability_stats, value_counts
-from tiles_server.layers import LAYERS, Layer, legend
+from s2core.runfolder.manifest import AcquisitionRecord
+from s2core.runfolder.stats import class_stats, probability_stats, value_counts
+from tiles_server.layers import LAYERS, Layer, legend, normalized_difference
 from tiles_server.rendering import Style, draw, open_layer, png, read_tile
 from tiles_server.store import NotFound, RunEntry, RunStore
 
@@ -113,9 +113,7 @@ def _sampled_band_stats(src: LayerSource, max_size: int) -> dict[str, Any]:
     data, valid = img.array.data.astype(np.float64), img.mask > 0
     out: dict[str, Any] = {"sampled_size": [img.height, img.width], "valid_pixels": int(valid.sum()), "exact": full}
     if src.layer.kind == "index":
-        a, b = data[0][valid], data[1][valid]
-        total = a + b
-        values = np.divide(a - b, total, out=np.zeros_like(total), where=total != 0)
+        values = normalized_difference(data[0][valid], data[1][valid])
         names = [src.layer.name]
     else:
         values = None

@@ -14,7 +14,7 @@ from typing import Literal, Optional
 import numpy as np
 from rio_tiler.colormap import cmap
 
-from s2core.masks import MASK_CLASSES
+from s2core.model.classes import MASK_CLASSES
 
 LayerKind = Literal["composite", "index", "categorical", "continuous"]
 RGBA = tuple[int, int, int, int]
@@ -115,6 +115,12 @@ LAYERS: dict[str, Layer] = {layer.name: layer for layer in (
     Layer("shadow_prob", "Shadow probability", "shadow_prob", "continuous", "model shadow probability",
           colormap="viridis", scale=250.0, nodata=255, default_min=0.05, unit="probability"),
 )}
+
+
+def normalized_difference(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """``(a - b) / (a + b)`` of float arrays, 0 where both are 0: the ``index`` layers' formula (NDVI: B08, B04)."""
+    total = a + b
+    return np.divide(a - b, total, out=np.zeros_like(total), where=total != 0)
 
 
 def hex_color(rgba: RGBA) -> str:

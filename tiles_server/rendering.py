@@ -16,7 +16,7 @@ from rio_tiler.io import Reader
 from rio_tiler.models import ImageData
 from rio_tiler.utils import render
 
-from tiles_server.layers import OUTSIDE, Layer, categorical_lut, continuous_lut, ramp
+from tiles_server.layers import OUTSIDE, Layer, categorical_lut, continuous_lut, normalized_difference, ramp
 
 #: GDAL settings for every read: no directory listing next to the file. (The block cache size is
 #: process-wide, set once at start-up: changing it per request would flush the cache every time.)
@@ -76,9 +76,7 @@ def draw(layer: Layer, image: ImageData, style: Style) -> np.ndarray:
         return np.moveaxis(lut[values], -1, 0)
     lo, hi = style.rescale or layer.rescale
     if layer.kind == "index":
-        a, b = data[0].astype(np.float32), data[1].astype(np.float32)
-        total = a + b
-        index = np.divide(a - b, total, out=np.zeros_like(total), where=total != 0)
+        index = normalized_difference(data[0].astype(np.float32), data[1].astype(np.float32))
         rgba = np.moveaxis(ramp(style.colormap or layer.colormap)[_stretch(index, lo, hi)], -1, 0).copy()
         rgba[3] = alpha
         return rgba

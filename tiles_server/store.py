@@ -17,8 +17,9 @@ from typing import Any, Optional
 from rasterio.crs import CRS
 from rasterio.warp import transform_bounds
 
-from s2core.manifest import AcquisitionRecord, Manifest
-from s2core.pipeline import MANIFEST_NAME
+from s2core.runfolder.manifest import AcquisitionRecord, Manifest
+from s2core.runfolder.listing import run_folders
+from s2core.runfolder.manifest import MANIFEST_NAME
 
 log = logging.getLogger(__name__)
 
@@ -106,11 +107,7 @@ class RunStore:
     def runs(self) -> list[RunEntry]:
         """All readable runs, newest first."""
         out = []
-        if not self.root.is_dir():
-            return out
-        for child in self.root.iterdir():
-            if not (child / MANIFEST_NAME).exists():
-                continue
+        for child in run_folders(self.root):
             try:
                 out.append(self.run(child.name))
             except NotFound:

@@ -2,40 +2,20 @@
 
 from __future__ import annotations
 
-import os
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Optional
 
 import streamlit as st
 
-from s2core.jobs import JobManager
+from s2core.run.jobs import JobManager
+from s2core.settings import Settings, get_settings
 from tiles_server.launcher import TileServerHandle, ensure_server
 
 
-@dataclass(frozen=True)
-class AppSettings:
-    """Where runs go and where the tile server listens (environment variables, with defaults)."""
-
-    runs_root: Path
-    tiles_host: str
-    tiles_port: int
-    tiles_url: Optional[str]
-
-    @classmethod
-    def from_env(cls) -> "AppSettings":
-        """``S2_RUNS_DIR`` (runs), ``S2_TILES_HOST`` (127.0.0.1), ``S2_TILES_PORT`` (8001), ``S2_TILES_URL``."""
-        return cls(
-            runs_root=Path(os.environ.get("S2_RUNS_DIR", "runs")),
-            tiles_host=os.environ.get("S2_TILES_HOST", "127.0.0.1"),
-            tiles_port=int(os.environ.get("S2_TILES_PORT", "8001")),
-            tiles_url=os.environ.get("S2_TILES_URL") or None,
-        )
-
-
-def settings() -> AppSettings:
-    """The app's settings (read from the environment on every rerun: cheap, and tests can change them)."""
-    return AppSettings.from_env()
+def settings() -> Settings:
+    """The settings (:mod:`s2core.settings`; read from the environment on every rerun: cheap, and tests can
+    change them)."""
+    return get_settings()
 
 
 @st.cache_resource
@@ -53,7 +33,7 @@ def tile_server() -> tuple[Optional[TileServerHandle], Optional[str]]:
     """The tile server (started as a subprocess when none answers), or None and why not."""
     s = settings()
     try:
-        handle = _tile_server(str(s.runs_root.resolve()), s.tiles_host, s.tiles_port, s.tiles_url)
+        handle = _tile_server(str(s.runs_dir.resolve()), s.tiles_host, s.tiles_port, s.tiles_url)
     except (RuntimeError, OSError) as exc:
         return None, f"The tile server could not be started: {exc}"
     if not handle.is_up():

@@ -1,0 +1,319 @@
+"""s2core.masks.stage: the masks stage of one acquisition — models, probabilities, merge, COGs.
+
+Input is the acquisition's analysis-ready raster (uint16 reflectance × 10000, 0 = nodata) on
+the output grid, either in memory (``in_memory=True``) or as the COG just written
+(``in_memory=False``: read a strip of rows at a time, bounded memory). Each model runs at its
+inference resolution — by default its native one (about 30 m for the U-Nets), rounded to an
+integer multiple ``f`` of the output pixel size: the input is averaged over f × f blocks of
+valid pixels, and the probabilities are resampled back to the output grid (bilinear). Both
+paths read the same values through the same function, so they give identical masks.
+
+Outputs per acquisition: ``cloud_prob.tif`` and ``shadow_prob.tif`` (uint8, probability × 250,
+255 = nodata, GDAL scale 0.004) and ``mask.tif`` (classes of :mod:`s2core.masks.merge`); optionally
+``cloud_mask.tif`` (the reference's binary mask).
+"""
+
+from __future__ import annotations
+
+import functools
+import logging
+import math
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable, Optional, Protocol
+
+import numpy as np
+import rasterio
+from affine import Affine
+from rasterio.enums import Resampling
+from rasterio.warp import reproject
+from rasterio.windows import Window
+
+from s2core.model.grid import Grid
+from s2core.masks.engine import EngineJob, EngineOptions, EngineStats, RowReader, get_session, prepare_input, run_model
+from s2core.model.classes import MASK_CLASSES, class_fractions
+from s2core.masks.ensemble import ensemble_mean
+from s2core.masks.merge import MergeParams, binary_mask, merge_flags
+from s2core.runfolder.layout import CLOUD_MASK, CLOUD_PROB, MASK, PROB_NODATA, PROB_SCALE, SHADOW_PROB
+from s2core.write.cog import STRIP_ROWS, cog_strip_writer, write_cog
+from s2core.masks.registry import ModelCard, get_card
+from s2core.model.request import MaskOptions
+
+log = logging.getLogger(__name__)
+
+#: GDAL block cache for the masks stage: strips are read once, so a large cache only costs memory.
+GDAL_CACHE_BYTES = 256 * 1024 * 1024
+
+
+class RasterSource(Protocol):
+    """Rows of the analysis-ready raster: uint16 (bands, r1 - r0, W)."""
+
+    height: int
+    width: int
+
+    def rows(self, r0: int, r1: int, bands: list[int]) -> np.ndarray: ...
+
+
+@dataclass
+class ArraySource:
+    """The raster held in memory."""
+
+    data: np.ndarray
+
+    @property
+    def height(self) -> int:
+        return int(self.data.shape[1])
+
+    @property
+    def width(self) -> int:
+        return int(self.data.shape[2])
+
+    def rows(self, r0: int, r1: int, bands: list[int]) -> np.ndarray:
+        return self.data[bands, r0:r1]
+
+
+@dataclass
+class FileSource:
+    """The raster read from its COG, a window of rows at a time (full-resolution pixels only)."""
+
+    path: Path
+    _ds: object = field(default=None, repr=False)
+
+    def __post_init__(self) -> None:
+        self._ds = rasterio.open(self.path, OVERVIEW_LEVEL="NONE")
+
+    @property
+    def height(self) -> int:
+        return int(self._ds.height)  # type: ignore[attr-defined]
+
+    @property
+    def width(self) -> int:
+        return int(self._ds.width)  # type: ignore[attr-defined]
+
+    def rows(self, r0: int, r1: int, bands: list[int]) -> np.ndarray:
+        return self._ds.read([b + 1 for b in bands], window=Window(0, r0, self.width, r1 - r0))  # type: ignore[attr-defined]
+
+    def close(self) -> None:
+        self._ds.close()  # type: ignore[attr-defined]
+
+
+def block_mean(dn: np.ndarray, factor: int) -> tuple[np.ndarray, np.ndarray]:
+    """Average uint16 DN (B, h, W) over ``factor`` × ``factor`` blocks of valid pixels.
+
+    Returns reflectance float32 (B, ceil(h/f), ceil(W/f)) and the blocks with any valid pixel.
+    A pixel is valid when every band is non-zero (the stacking writes all bands or none).
+    """
+    valid = (dn != 0).all(axis=0)
+    if factor == 1:
+        return dn.astype(np.float32) / np.float32(10000.0), valid
+    b, h, w = dn.shape
+    hh, ww = math.ceil(h / factor), math.ceil(w / factor)
+    pad = ((0, hh * factor - h), (0, ww * factor - w))
+    v = np.pad(valid, pad)
+    count = v.reshape(hh, factor, ww, factor).sum(axis=(1, 3), dtype=np.float64)
+    out = np.empty((b, hh, ww), dtype=np.float32)
+    for i in range(b):
+        band = np.pad(np.where(valid, dn[i], 0), pad).astype(np.float64)
+        total = band.reshape(hh, factor, ww, factor).sum(axis=(1, 3))
+        with np.errstate(invalid="ignore", divide="ignore"):
+            out[i] = (total / count / 10000.0).astype(np.float32)
+    ok = count > 0
+    out[:, ~ok] = 0.0
+    return out, ok
+
+
+def inference_factor(card: ModelCard, grid: Grid, resolution: Optional[float]) -> int:
+    """Integer block size between the output grid and the model's inference resolution."""
+    target = resolution or card.native_resolution
+    return max(1, int(round(target / grid.resolution_m)))
+
+
+def source_reader(card: ModelCard, source: RasterSource, band_index: list[int], factor: int) -> RowReader:
+    """Model input rows at the inference resolution, from a raster source."""
+
+    def read(r0: int, r1: int) -> tuple[np.ndarray, np.ndarray]:
+        s0, s1 = r0 * factor, min(source.height, r1 * factor)
+        refl, valid = block_mean(source.rows(s0, s1, band_index), factor)
+        x = prepare_input(card, refl)
+        if not valid.all():
+            x = np.where(valid[None], x, np.float32(0.0))
+        return np.ascontiguousarray(x, dtype=np.float32), valid
+
+    return read
+
+
+@dataclass
+class ModelRun:
+    """Probabilities of one model at its inference grid."""
+
+    card: ModelCard
+    roles: tuple[str, ...]
+    factor: int
+    probs: np.ndarray  # (len(roles), Hi, Wi) float32, NaN = nodata
+    stats: EngineStats
+
+
+def run_models(
+    options: MaskOptions,
+    source: RasterSource,
+    bands: tuple[str, ...],
+    grid: Grid,
+    *,
+    cancel: Optional[Callable[[], None]] = None,
+    on_progress: Optional[Callable[[float, str], None]] = None,
+) -> list[ModelRun]:
+    """Run every model named in ``options`` once (a model serving both roles runs once)."""
+    wanted: dict[str, set[str]] = {}
+    for name in options.cloud_model:
+        wanted.setdefault(name, set()).add("cloud")
+    wanted.setdefault(options.shadow_model, set()).add("shadow")
+    runs: list[ModelRun] = []
+    for k, (name, roles_set) in enumerate(wanted.items()):
+        card = get_card(name, "cloud" if "cloud" in roles_set else "shadow")
+        roles = tuple(r for r in ("cloud", "shadow") if r in roles_set)
+        index = card.check_bands(bands)
+        factor = inference_factor(card, grid, options.inference_resolution)
+        hi, wi = math.ceil(grid.height / factor), math.ceil(grid.width / factor)
+        probs = np.full((len(roles), hi, wi), np.nan, dtype=np.float32)
+
+        def sink(r0: int, p: np.ndarray, probs: np.ndarray = probs) -> None:
+            probs[:, r0:r0 + p.shape[1]] = p
+
+        def on_row(done: int, total: int, k: int = k, name: str = name) -> None:
+            if on_progress:
+                on_progress((k + done / total) / len(wanted), f"{name}: {done}/{total}")
+
+        session = get_session(card)
+        job = EngineJob(session, source_reader(card, source, index, factor), hi, wi, roles, sink)
+        stats = run_model(job, EngineOptions(patch=options.patch_size, batch_size=options.batch_size,
+                                             cancel=cancel, on_row=on_row))
+        log.info("%s at %g m: %d patches, %d skipped", name, grid.resolution_m * factor, stats.patches, stats.skipped)
+        runs.append(ModelRun(card, roles, factor, probs, stats))
+    return runs
+
+
+def _to_grid(run: ModelRun, channel: int, grid: Grid, r0: int, r1: int) -> np.ndarray:
+    """One channel of a model run on output rows [r0, r1): bilinear from the inference grid."""
+    src = run.probs[channel]
+    if run.factor == 1:
+        return src[r0:r1]
+    dst = np.full((r1 - r0, grid.width), np.nan, dtype=np.float32)
+    src_t = grid.transform @ Affine.scale(run.factor)
+    dst_t = grid.transform @ Affine.translation(0, r0)
+    reproject(src, dst, src_transform=src_t, src_crs=grid.rio_crs, dst_transform=dst_t, dst_crs=grid.rio_crs,
+              src_nodata=np.nan, dst_nodata=np.nan, resampling=Resampling.bilinear)
+    return dst
+
+
+def combined_probability(runs: list[ModelRun], role: str, grid: Grid, r0: int, r1: int) -> np.ndarray:
+    """Mean probability of ``role`` over the models that give it, on output rows [r0, r1)."""
+    parts = [
+        _to_grid(run, run.roles.index(role), grid, r0, r1) for run in runs if role in run.roles
+    ]
+    combined = ensemble_mean(parts)
+    assert combined is not None, f"no model gives {role}"  # resolved requests always have one
+    return combined
+
+
+def quantize(prob: np.ndarray, valid: np.ndarray) -> np.ndarray:
+    """Probability → uint8 (× 250, 255 = nodata)."""
+    q = np.rint(np.clip(np.nan_to_num(prob, nan=0.0), 0.0, 1.0) * PROB_SCALE).astype(np.uint8)
+    q[~valid] = PROB_NODATA
+    return q
+
+
+@dataclass
+class MaskResult:
+    """What the masks stage wrote and measured."""
+
+    outputs: dict[str, str]
+    fractions: dict[str, float]
+    models: dict[str, dict[str, object]]
+
+
+def _bounded_gdal_cache(fn: Callable[..., MaskResult]) -> Callable[..., MaskResult]:
+    """Run ``fn`` with GDAL's block cache bounded to :data:`GDAL_CACHE_BYTES`."""
+
+    @functools.wraps(fn)
+    def wrapper(*args: Any, **kwargs: Any) -> MaskResult:
+        with rasterio.Env(GDAL_CACHEMAX=GDAL_CACHE_BYTES):
+            return fn(*args, **kwargs)
+
+    return wrapper
+
+
+@_bounded_gdal_cache
+def mask_acquisition(
+    options: MaskOptions,
+    source: RasterSource,
+    product_mask: np.ndarray,
+    bands: tuple[str, ...],
+    grid: Grid,
+    folder: Path,
+    *,
+    tags: Optional[dict[str, str]] = None,
+    cancel: Optional[Callable[[], None]] = None,
+    on_progress: Optional[Callable[[float, str], None]] = None,
+    valid: Optional[np.ndarray] = None,
+) -> MaskResult:
+    """Run the models, write the probabilities and the merged mask of one acquisition.
+
+    ``valid`` (bool (H, W): pixels where the raster has data) is read from ``source`` when not
+    given; the pipeline passes the one it already has from stacking.
+    """
+    runs = run_models(options, source, bands, grid, cancel=cancel,
+                      on_progress=(lambda f, m: on_progress(0.9 * f, m)) if on_progress else None)
+    if cancel:
+        cancel()  # before any mask output is written
+    known_valid = valid is not None
+    valid = valid if valid is not None else np.zeros(grid.shape, dtype=bool)
+    cloud_hit = np.zeros(grid.shape, dtype=bool)
+    shadow_hit = np.zeros(grid.shape, dtype=bool)
+    common = dict(tags or {})
+    params = MergeParams(options.cloud_thr, options.shadow_thr, options.dilation, options.min_area,
+                         options.use_product_mask)
+    prob_meta = dict(nodata=PROB_NODATA, scales=[1.0 / PROB_SCALE], offsets=[0.0], predictor=2,
+                     overview_resampling="average")
+    with cog_strip_writer(folder / CLOUD_PROB.file, grid, 1, CLOUD_PROB.dtype, **prob_meta,
+                          descriptions=["cloud probability x 250"],
+                          tags={**common, "MODELS": ",".join(options.cloud_model)}) as cds, \
+         cog_strip_writer(folder / SHADOW_PROB.file, grid, 1, SHADOW_PROB.dtype, **prob_meta,
+                          descriptions=["shadow probability x 250"],
+                          tags={**common, "MODELS": options.shadow_model}) as sds:
+        for r0 in range(0, grid.height, STRIP_ROWS):
+            r1 = min(grid.height, r0 + STRIP_ROWS)
+            v = valid[r0:r1]
+            if not known_valid:
+                v[:] = source.rows(r0, r1, [0])[0] != 0  # the raster has data in all bands or none
+            cloud = combined_probability(runs, "cloud", grid, r0, r1)
+            shadow = combined_probability(runs, "shadow", grid, r0, r1)
+            with np.errstate(invalid="ignore"):
+                cloud_hit[r0:r1] = (cloud > params.cloud_thr) & v
+                shadow_hit[r0:r1] = (shadow > params.shadow_thr) & v
+            win = Window(0, r0, grid.width, r1 - r0)
+            cds.write(quantize(cloud, v), 1, window=win)
+            sds.write(quantize(shadow, v), 1, window=win)
+    for run in runs:  # inference-grid probabilities are no longer needed
+        run.probs = np.empty((0, 0, 0), dtype=np.float32)
+    merged = merge_flags(cloud_hit, shadow_hit, product_mask, params, valid)
+    del cloud_hit, shadow_hit, valid
+    classes = ";".join(f"{k}={v}" for k, v in MASK_CLASSES.items())
+    write_cog(folder / MASK.file, merged, grid, nodata=MASK.nodata, overview_resampling="nearest", predictor=1,
+              descriptions=["merged cloud/shadow mask"],
+              tags={**common, "CLASSES": classes, "CLOUD_THR": params.cloud_thr, "SHADOW_THR": params.shadow_thr,
+                    "DILATION": params.dilation, "MIN_AREA": params.min_area})
+    outputs = {r.name: r.file for r in (CLOUD_PROB, SHADOW_PROB, MASK)}
+    if options.binary_mask:
+        write_cog(folder / CLOUD_MASK.file, binary_mask(merged), grid, nodata=CLOUD_MASK.nodata,
+                  overview_resampling="nearest", predictor=1, descriptions=["cloud mask (1 cloud/shadow, 0 clear)"],
+                  tags=common)
+        outputs[CLOUD_MASK.name] = CLOUD_MASK.file
+    models = {
+        run.card.name: {"roles": list(run.roles), "inference_resolution": grid.resolution_m * run.factor,
+                        "patches": run.stats.patches, "skipped_patches": run.stats.skipped,
+                        "pixels_run": run.stats.pixels_run}
+        for run in runs
+    }
+    if on_progress:
+        on_progress(1.0, "masks written")
+    return MaskResult(outputs, class_fractions(merged), models)

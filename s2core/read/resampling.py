@@ -1,0 +1,138 @@
+"""s2core.read.resampling: SNAP's aggregation methods, vectorised over blocks with NumPy.
+
+SNAP's Resample operator offers, for a band made coarser by an integer factor ``f``:
+
+* ``downsampling`` of measurements: ``first`` (the first valid pixel of each f x f block in row
+  order — the top-left one when it is valid, which is *not* what GDAL's nearest picks: GDAL takes
+  the pixel under the block centre), ``min``, ``max``, ``mean`` (area-weighted: with integer
+  factors every pixel has the same weight) and ``median``;
+* ``flag_downsampling`` of flag/class rasters: ``first``, ``flag_and`` (bits set in every valid
+  pixel), ``flag_or`` (bits set in any), ``flag_median_and`` (bits set in *more than half* of the
+  valid pixels) and ``flag_median_or`` (bits set in *at least half*).
+
+Every method skips nodata; an output pixel is nodata only when its block has no valid pixel.
+Upsampling (nearest / bilinear / bicubic) is GDAL's warp; class and flag rasters always use
+nearest. Blocks that run past the raster edge are padded with nodata (so they use the pixels
+they have).
+"""
+
+from __future__ import annotations
+
+import warnings
+from typing import Callable, Optional
+
+import numpy as np
+
+from s2core.errors import InvalidParameter
+from s2core.model.request import (DOWNSAMPLING, FLAG_DOWNSAMPLING, UPSAMPLING, DownsamplingMethod,
+                                  FlagDownsamplingMethod, UpsamplingMethod)
+
+__all__ = ["DOWNSAMPLING", "FLAG_DOWNSAMPLING", "UPSAMPLING", "DownsamplingMethod", "FlagDownsamplingMethod",
+           "UpsamplingMethod", "check_method", "downsample", "downsample_flags"]
+
+
+def check_method(kind: str, value: str) -> str:
+    """The method name, or InvalidParameter listing the valid ones."""
+    choices = {"upsampling": UPSAMPLING, "downsampling": DOWNSAMPLING, "flag_downsampling": FLAG_DOWNSAMPLING}[kind]
+    name = str(value).strip().lower()
+    if name == "cubic" and kind == "upsampling":
+        name = "bicubic"
+    if name not in choices:
+        raise InvalidParameter(f"Unknown {kind} method {value!r}: choose one of {', '.join(choices)}.")
+    return name
+
+
+def _blocks(arr: np.ndarray, factor: int, nodata: float) -> np.ndarray:
+    """``(..., H/f, W/f, f*f)`` view of ``arr`` (padded with nodata to whole blocks)."""
+    if factor < 1 or int(factor) != factor:
+        raise InvalidParameter(f"Block aggregation needs a whole factor >= 1, got {factor}.")
+    h, w = arr.shape[-2:]
+    ph, pw = (-h) % factor, (-w) % factor
+    if ph or pw:
+        pad = [(0, 0)] * (arr.ndim - 2) + [(0, ph), (0, pw)]
+        arr = np.pad(arr, pad, constant_values=nodata)
+    hh, ww = arr.shape[-2] // factor, arr.shape[-1] // factor
+    lead = arr.shape[:-2]
+    b = arr.reshape(*lead, hh, factor, ww, factor)
+    b = np.moveaxis(b, -3, -2)  # (..., hh, ww, f, f)
+    return b.reshape(*lead, hh, ww, factor * factor)
+
+
+def _valid(blocks: np.ndarray, nodata: Optional[float]) -> np.ndarray:
+    if nodata is None:
+        return np.ones(blocks.shape, dtype=bool)
+    if isinstance(nodata, float) and np.isnan(nodata):
+        return ~np.isnan(blocks)
+    return blocks != nodata
+
+
+def _first(blocks: np.ndarray, valid: np.ndarray) -> np.ndarray:
+    idx = np.argmax(valid, axis=-1)[..., np.newaxis]
+    return np.take_along_axis(blocks, idx, axis=-1)[..., 0]
+
+
+def _aggregate(arr: np.ndarray, factor: int, nodata: Optional[float],
+               reduce: Callable[[np.ndarray, np.ndarray, float], np.ndarray]) -> np.ndarray:
+    """Blocks of ``arr``, reduced by ``reduce(blocks, valid, fill)``; nodata where a block has no valid pixel."""
+    if factor == 1:
+        return arr.copy()
+    fill = nodata if nodata is not None else 0
+    blocks = _blocks(arr, factor, fill)
+    valid = _valid(blocks, nodata)
+    out = reduce(blocks, valid, fill)
+    return np.where(valid.any(axis=-1), out, fill).astype(arr.dtype, copy=False)
+
+
+def downsample(arr: np.ndarray, factor: int, method: str = "first", nodata: Optional[float] = 0) -> np.ndarray:
+    """Aggregate ``arr`` ((H, W) or (B, H, W)) by a whole ``factor`` with a SNAP downsampling method.
+
+    The result keeps ``arr``'s dtype (``mean`` and ``median`` are rounded to the nearest integer for
+    integer rasters) and is ``nodata`` where a block holds no valid pixel.
+    """
+    method = check_method("downsampling", method)
+    integer = np.issubdtype(arr.dtype, np.integer)
+
+    def reduce(blocks: np.ndarray, valid: np.ndarray, fill: float) -> np.ndarray:
+        if method == "first":
+            return _first(blocks, valid)
+        if method in ("min", "max"):
+            if integer:
+                info = np.iinfo(arr.dtype)
+                neutral = info.max if method == "min" else info.min
+            else:
+                neutral = np.inf if method == "min" else -np.inf
+            masked = np.where(valid, blocks, neutral)
+            return masked.min(axis=-1) if method == "min" else masked.max(axis=-1)
+        values = np.where(valid, blocks.astype(np.float64), np.nan)
+        with np.errstate(invalid="ignore"), warnings.catch_warnings():
+            warnings.simplefilter("ignore", RuntimeWarning)  # all-nodata blocks: filled by _aggregate
+            out = np.nanmean(values, axis=-1) if method == "mean" else np.nanmedian(values, axis=-1)
+        return np.rint(np.nan_to_num(out, nan=fill)) if integer else out
+
+    return _aggregate(arr, factor, nodata, reduce)
+
+
+def downsample_flags(arr: np.ndarray, factor: int, method: str = "first", nodata: Optional[int] = 0) -> np.ndarray:
+    """Aggregate an integer flag/class raster by a whole ``factor`` with a SNAP flag method."""
+    method = check_method("flag_downsampling", method)
+    if not np.issubdtype(arr.dtype, np.integer):
+        raise InvalidParameter(f"Flag downsampling needs an integer raster, got {arr.dtype}.")
+
+    def reduce(blocks: np.ndarray, valid: np.ndarray, fill: float) -> np.ndarray:
+        if method == "first":
+            return _first(blocks, valid)
+        if method == "flag_and":
+            ones = np.array(~np.zeros((), dtype=arr.dtype))
+            return np.bitwise_and.reduce(np.where(valid, blocks, ones), axis=-1)
+        if method == "flag_or":
+            return np.bitwise_or.reduce(np.where(valid, blocks, 0).astype(arr.dtype), axis=-1)
+        n_valid = valid.sum(axis=-1)
+        out = np.zeros(blocks.shape[:-1], dtype=arr.dtype)
+        for bit in range(arr.dtype.itemsize * 8):
+            mask = arr.dtype.type(1) << arr.dtype.type(bit)
+            count = (((blocks & mask) != 0) & valid).sum(axis=-1)
+            on = 2 * count > n_valid if method == "flag_median_and" else 2 * count >= n_valid
+            out |= np.where(on & (n_valid > 0), mask, 0).astype(arr.dtype)
+        return out
+
+    return _aggregate(arr, factor, nodata, reduce)

@@ -1,0 +1,62 @@
+"""s2core.settings: every environment setting of s2core, the app and the tile-server launcher, in one place.
+
+Settings are read from the environment each time :func:`get_settings` is called, so a test or a Dask worker that sets a
+variable sees it. The README's settings table lists the same names.
+
+Example:
+    >>> from s2core.settings import get_settings
+    >>> get_settings().max_aoi_km2 > 0
+    True
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Optional
+
+from pydantic import AliasChoices, Field, SecretStr
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+class Settings(BaseSettings):
+    """Environment settings (names in the field aliases)."""
+
+    model_config = SettingsConfigDict(extra="ignore", populate_by_name=True)
+
+    # --- s2core --------------------------------------------------------------------------
+    threads: Optional[int] = Field(None, ge=1, validation_alias="S2CORE_THREADS",
+                                   description="threads for ONNX Runtime and GDAL (default: the cores this process may use)")
+    max_aoi_km2: float = Field(2500.0, gt=0, validation_alias="S2CORE_MAX_AOI_KM2",
+                               description="largest AOI a request accepts (km²)")
+    worker_memory: str = Field("4GiB", validation_alias="S2CORE_WORKER_MEMORY",
+                               description="memory limit of each LocalCluster worker")
+    models_dir: Optional[Path] = Field(None, validation_alias="S2CORE_MODELS_DIR",
+                                       description="folder of model cards and ONNX files (default: models/)")
+    pc_key: Optional[SecretStr] = Field(None, validation_alias=AliasChoices("PC_SDK_SUBSCRIPTION_KEY"),
+                                        description="Planetary Computer key for the CLI (never logged)")
+    # --- the app -------------------------------------------------------------------------
+    runs_dir: Path = Field(Path("runs"), validation_alias="S2_RUNS_DIR", description="where runs are written and listed")
+    tiles_host: str = Field("127.0.0.1", validation_alias="S2_TILES_HOST",
+                            description="where the app finds or starts the tile server")
+    tiles_port: int = Field(8001, ge=1, le=65535, validation_alias="S2_TILES_PORT",
+                            description="port of the tile server the app finds or starts")
+    tiles_url: Optional[str] = Field(None, validation_alias="S2_TILES_URL",
+                                     description="a tile server already running at this URL (e.g. behind a proxy)")
+
+
+def get_settings() -> Settings:
+    """The settings as the environment says now."""
+    return Settings()
+
+
+def cpu_count() -> int:
+    """Cores this process may use (affinity-aware), or ``S2CORE_THREADS`` when set (Dask workers set it
+    to their thread count so that worker processes do not oversubscribe the machine)."""
+    threads = get_settings().threads
+    if threads:
+        return threads
+    try:
+        return max(1, len(os.sched_getaffinity(0)))
+    except AttributeError:  # pragma: no cover - non-Linux
+        return max(1, os.cpu_count() or 1)
