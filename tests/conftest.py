@@ -111,3 +111,25 @@ def masked_runs_root(tmp_path_factory: pytest.TempPathFactory) -> Path:
     manifest = preprocess(req)
     assert manifest.status == "completed", manifest.error
     return root
+
+
+# --- markers: a quick loop is `python -m pytest -m "not slow"` (README); the plain command runs everything ---
+#: test files whose tests need a browser, a PostgreSQL server, a Dask cluster, or take seconds each
+_FILE_MARKERS = {
+    "test_e2e_browser.py": ("e2e", "slow"),
+    "test_dask_cluster.py": ("dask", "slow"),
+    "test_strips.py": ("slow",),
+    "test_masks_pipeline.py": ("slow",),
+    "test_app_pages.py": ("slow",),
+}
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """Mark tests by what they need: ``e2e`` (Chromium), ``postgres`` (the real STAC API), ``dask`` (a
+    LocalCluster), ``slow`` (all of those, and the whole-product runs)."""
+    for item in items:
+        for name in _FILE_MARKERS.get(Path(str(item.fspath)).name, ()):
+            item.add_marker(getattr(pytest.mark, name))
+        if "stac_api" in getattr(item, "fixturenames", ()):
+            item.add_marker(pytest.mark.postgres)
+            item.add_marker(pytest.mark.slow)

@@ -64,40 +64,16 @@ def process_acquisition(
                                f"{acquisition.date}: read {label} ({done}/{total})", acquisition.id))
 
     folder = run_dir / acquisition.id
-    common = {"ACQUISITION": acquisition.id, "SOURCE_ITEMS": ",".join(s.id for s in acquisition.scenes)}
-    # mean sun angles travel with every output (and reach the masks stage through its tags)
-    common.update(acquisition.angles.tags())
-    if request.land_sea_mask != "none":
-        common["LAND_SEA_MASK"] = request.land_sea_mask
-    raster_meta = dict(
-        nodata=RASTER.nodata,
-        descriptions=[DESCRIPTIONS[b] for b in request.bands],
-        scales=[RASTER.scale] * len(request.bands),
-        offsets=[0.0] * len(request.bands),
-        tags={**common, "CONTENT": ("top-of-atmosphere" if request.level == "L1C" else "surface")
-              + " reflectance x 10000; processing-baseline offset removed",
-              "BANDS": ",".join(request.bands)},
-        band_tags=[{"BAND": b} for b in request.bands],
-    )
+    common = _common_tags(request, acquisition)
 
     def on_write() -> None:
         progress(ProgressEvent("write", lo + (hi - lo) * (read_share + 0.03), f"{acquisition.date}: writing COGs",
                                acquisition.id))
 
-    stack, land_sea = _stack_and_write(request, acquisition, grid, folder / RASTER.file, raster_meta, sign=sign,
-                                       cancel=cancel, on_read=on_read, on_write=on_write)
-    write_cog(
-        folder / PRODUCT_MASK.file, stack.product_mask, grid, nodata=PRODUCT_MASK.nodata, overview_resampling="nearest",
-        descriptions=["product mask from " + ("SCL" if stack.scl is not None else "the L1C cloud masks")], predictor=1,
-        tags={**common, "CLASSES": ";".join(f"{k}={v}" for k, v in MASK_CLASSES.items())},
-    )
-    assets = {RASTER.name: RASTER.file, PRODUCT_MASK.name: PRODUCT_MASK.file}  # role -> file in the folder
-    if stack.scl is not None:  # L1C products have no SCL
-        write_cog(
-            folder / SCL.file, stack.scl, grid, nodata=SCL.nodata, overview_resampling="nearest",
-            descriptions=["Scene Classification Layer"], predictor=1, tags=common,
-        )
-        assets[SCL.name] = SCL.file
+    stack, land_sea = _stack_and_write(request, acquisition, grid, folder / RASTER.file,
+                                       _raster_meta(request, common), sign=sign, cancel=cancel, on_read=on_read,
+                                       on_write=on_write)
+    assets = _write_class_layers(stack, grid, folder, common)  # role -> file in the folder
     extra: dict[str, object] = {"s2core:valid_fraction": round(stack.valid_fraction, 6)}
     if land_sea is not None:
         extra["s2core:land_sea_mask"] = request.land_sea_mask
@@ -120,6 +96,12 @@ def process_acquisition(
     item = acquisition_item(acquisition, grid, request.aoi, request.bands, assets, extra)
     write_json(folder / ITEM.file, item)
     assets[ITEM.name] = ITEM.file
+    return _record(acquisition, stack, mask_result, assets, blanked, time.monotonic() - t0)
+
+
+def _record(acquisition: Acquisition, stack: StackResult, mask_result: Optional[MaskResult], assets: dict[str, str],
+            blanked: Optional[float], seconds: float) -> AcquisitionRecord:
+    """The manifest record of a completed acquisition."""
     return AcquisitionRecord(
         id=acquisition.id,
         datetime=acquisition.iso_datetime,
@@ -133,8 +115,49 @@ def process_acquisition(
         models=mask_result.models if mask_result else {},
         outputs={role: f"{acquisition.id}/{name}" for role, name in assets.items()},
         cloud_nodata_fraction=None if blanked is None else round(blanked, 6),
-        seconds=round(time.monotonic() - t0, 3),
+        seconds=round(seconds, 3),
     )
+
+
+def _common_tags(request: PreprocessRequest, acquisition: Acquisition) -> dict[str, str]:
+    """Tags of every output of an acquisition: its id, source items, mean sun/view angles (they reach
+    the masks stage through these tags), the land/sea option."""
+    common = {"ACQUISITION": acquisition.id, "SOURCE_ITEMS": ",".join(s.id for s in acquisition.scenes)}
+    common.update(acquisition.angles.tags())
+    if request.land_sea_mask != "none":
+        common["LAND_SEA_MASK"] = request.land_sea_mask
+    return common
+
+
+def _raster_meta(request: PreprocessRequest, common: dict[str, str]) -> dict[str, Any]:
+    """Metadata of ``raster.tif`` (descriptions, scales, tags)."""
+    return dict(
+        nodata=RASTER.nodata,
+        descriptions=[DESCRIPTIONS[b] for b in request.bands],
+        scales=[RASTER.scale] * len(request.bands),
+        offsets=[0.0] * len(request.bands),
+        tags={**common, "CONTENT": ("top-of-atmosphere" if request.level == "L1C" else "surface")
+              + " reflectance x 10000; processing-baseline offset removed",
+              "BANDS": ",".join(request.bands)},
+        band_tags=[{"BAND": b} for b in request.bands],
+    )
+
+
+def _write_class_layers(stack: StackResult, grid: Grid, folder: Path, common: dict[str, str]) -> dict[str, str]:
+    """Write the product mask and (L2A) the SCL; returns role -> file of what is in the folder so far."""
+    write_cog(
+        folder / PRODUCT_MASK.file, stack.product_mask, grid, nodata=PRODUCT_MASK.nodata, overview_resampling="nearest",
+        descriptions=["product mask from " + ("SCL" if stack.scl is not None else "the L1C cloud masks")], predictor=1,
+        tags={**common, "CLASSES": ";".join(f"{k}={v}" for k, v in MASK_CLASSES.items())},
+    )
+    assets = {RASTER.name: RASTER.file, PRODUCT_MASK.name: PRODUCT_MASK.file}
+    if stack.scl is not None:  # L1C products have no SCL
+        write_cog(
+            folder / SCL.file, stack.scl, grid, nodata=SCL.nodata, overview_resampling="nearest",
+            descriptions=["Scene Classification Layer"], predictor=1, tags=common,
+        )
+        assets[SCL.name] = SCL.file
+    return assets
 
 
 def _run_masks(

@@ -57,6 +57,117 @@ class StackResult:
     seconds: float
 
 
+@dataclass(frozen=True)
+class _ReadJob:
+    """One asset read: ``layer`` (a band, SCL or ``MSK_CLASSI:<plane>``) of scene ``i``."""
+
+    layer: str
+    i: int
+    scene: Scene
+    href: str
+    plane: int = 1
+
+
+def _read_jobs(request: PreprocessRequest, acquisition: Acquisition) -> list[_ReadJob]:
+    """Every read of an acquisition: the bands of every scene, then their mask layers. Hrefs are resolved
+    here, so a missing asset fails with MissingAsset before any read."""
+    jobs = [_ReadJob(band, i, scene, scene.href(band)) for band in request.bands
+            for i, scene in enumerate(acquisition.scenes)]
+    for i, scene in enumerate(acquisition.scenes):
+        for layer in scene.mask_layers:
+            if layer == MSK_CLASSI:  # three planes: opaque clouds, cirrus, snow
+                jobs += [_ReadJob(f"{layer}:{k}", i, scene, scene.href(layer), k) for k in (1, 2, 3)]
+            elif layer != MSK_CLOUDS:  # the GML polygons are rasterised later, not read by GDAL
+                jobs.append(_ReadJob(layer, i, scene, scene.href(layer)))
+    return jobs
+
+
+class _Mosaic:
+    """The bands of one acquisition mosaicked as reads arrive: each read becomes uint16 DNs at once and
+    enters the stack in scene priority order (the first scene with data wins a pixel)."""
+
+    def __init__(self, request: PreprocessRequest, acquisition: Acquisition, grid: Grid) -> None:
+        self.bands, self.scenes = request.bands, acquisition.scenes
+        self.data = np.zeros((len(request.bands), *grid.shape), dtype=np.uint16)
+        self.index = {band: b for b, band in enumerate(request.bands)}
+        self.waiting: dict[str, dict[int, np.ndarray]] = {band: {} for band in request.bands}
+        self.merged = {band: 0 for band in request.bands}  # scenes merged so far, per band
+        self.scene_valid: dict[int, np.ndarray] = {}  # scenes without SCL: where the first band has data
+
+    def add(self, band: str, i: int, layer: np.ndarray) -> None:
+        """Convert scene ``i``'s read of ``band`` and merge what can be merged."""
+        scene = self.scenes[i]
+        if band == self.bands[0] and "SCL" not in scene.mask_layers:  # L1C masks need it
+            self.scene_valid[i] = np.isfinite(layer) if layer.dtype.kind == "f" else layer != 0
+        offset = scene.offsets.get(band, 0.0)
+        if i == 0:  # the first scene of a band goes straight into the stack
+            to_reflectance_dn(layer, offset, out=self.data[self.index[band]])
+            self.merged[band] = 1
+        else:
+            self.waiting[band][i] = to_reflectance_dn(layer, offset)
+        _merge_in_order(self.data[self.index[band]], self.waiting[band], self.merged, band)
+
+    def valid_everywhere(self) -> tuple[np.ndarray, float]:
+        """Pixels without data in some band set to 0 in every band; returns (invalid pixels, valid fraction)."""
+        valid = np.ones(self.data.shape[1:], dtype=bool)
+        for band_data in self.data:  # band by band: a (bands, H, W) boolean would be as large as the stack
+            valid &= band_data != 0
+        valid_fraction = float(valid.mean()) if valid.size else 0.0
+        invalid = np.logical_not(valid, out=valid)  # in place: whole-tile booleans are 120 MB each
+        if invalid.any():
+            for band_data in self.data:  # a pixel is valid in every band or in none (swath edges differ per band)
+                band_data[invalid] = 0
+        return invalid, valid_fraction
+
+
+def _read_all(request: PreprocessRequest, grid: Grid, jobs: list[_ReadJob], mosaic: _Mosaic, *, sign: Signer,
+              cancel: Optional[CancelToken], on_read: Optional[Callable[[str, int, int], None]],
+              cache: Optional[BlockRowCache]) -> dict[tuple[str, int], np.ndarray]:
+    """Run the reads in parallel (``request.read_workers`` threads, memory-bounded); bands go into
+    ``mosaic`` as they arrive, the mask layers are returned by (layer, scene index)."""
+    policy = ReadPolicy(timeout=request.dl_timeout, max_retries=request.max_retries)
+    results: dict[tuple[str, int], np.ndarray] = {}
+    total, done = len(jobs), 0
+    # each read holds a float32 grid until it is converted: bound that to about READ_MEMORY bytes
+    workers = max(1, min(request.read_workers, total, READ_MEMORY // max(1, grid.width * grid.height * 4)))
+    pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="s2read")
+    try:
+        futures: dict[Future, _ReadJob] = {}
+        for job in jobs:
+            if cancel is not None:
+                cancel.raise_if_cancelled()
+            fut = pool.submit(
+                read_to_grid, job.href, grid,
+                resampling=request.upsampling, downsampling=request.downsampling,
+                flag_downsampling=request.flag_downsampling,
+                is_class=job.layer in _CLASS_LAYERS or job.layer.startswith(MSK_CLASSI),
+                sign=sign, policy=policy, label=f"{job.layer} of {job.scene.id}", band=job.plane,
+                zero_is_data=job.layer.startswith(MSK_CLASSI), as_dn=job.layer in mosaic.index, cache=cache,
+            )
+            futures[fut] = job
+        pending = set(futures)
+        while pending:
+            finished, pending = wait(pending, timeout=0.5, return_when=FIRST_EXCEPTION)
+            for fut in finished:
+                job = futures.pop(fut)  # the future holds the float32 grid: let it go
+                layer = fut.result()  # re-raises the read's error
+                if job.layer in mosaic.index:
+                    mosaic.add(job.layer, job.i, layer)
+                else:
+                    results[(job.layer, job.i)] = layer
+                del layer
+                done += 1
+                if on_read is not None:
+                    on_read(f"{job.layer} of {job.scene.id}", done, total)
+            if cancel is not None and cancel.cancelled:
+                for f in pending:
+                    f.cancel()
+                cancel.raise_if_cancelled()
+    finally:
+        pool.shutdown(wait=False, cancel_futures=True)
+    return results
+
+
 def stack_acquisition(
     request: PreprocessRequest,
     acquisition: Acquisition,
@@ -77,91 +188,14 @@ def stack_acquisition(
     strips of one grid (:func:`stack_strips`).
     """
     t0 = time.monotonic()
-    policy = ReadPolicy(timeout=request.dl_timeout, max_retries=request.max_retries)
-    # hrefs resolved up front: a missing asset fails with MissingAsset before any read
-    jobs = [(band, i, scene, scene.href(band), 1) for band in request.bands for i, scene in enumerate(acquisition.scenes)]
-    for i, scene in enumerate(acquisition.scenes):
-        for layer in scene.mask_layers:
-            if layer == MSK_CLASSI:  # three planes: opaque clouds, cirrus, snow
-                jobs += [(f"{layer}:{k}", i, scene, scene.href(layer), k) for k in (1, 2, 3)]
-            elif layer != MSK_CLOUDS:  # the GML polygons are rasterised below, not read by GDAL
-                jobs.append((layer, i, scene, scene.href(layer), 1))
-    results: dict[tuple[str, int], np.ndarray] = {}
-    total = len(jobs)
-    done = 0
-    scene_valid: dict[int, np.ndarray] = {}
-    data = np.zeros((len(request.bands), *grid.shape), dtype=np.uint16)
-    band_index = {band: b for b, band in enumerate(request.bands)}
-    waiting: dict[str, dict[int, np.ndarray]] = {band: {} for band in request.bands}
-    merged = {band: 0 for band in request.bands}  # scenes merged so far, per band
-    # each read holds a float32 grid until it is converted: bound that to about READ_MEMORY bytes
-    workers = max(1, min(request.read_workers, total, READ_MEMORY // max(1, grid.width * grid.height * 4)))
-    pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="s2read")
-    try:
-        futures: dict[Future, tuple[str, int, str]] = {}
-        for band, i, scene, href, plane in jobs:
-            if cancel is not None:
-                cancel.raise_if_cancelled()
-            fut = pool.submit(
-                read_to_grid,
-                href,
-                grid,
-                resampling=request.upsampling,
-                downsampling=request.downsampling,
-                flag_downsampling=request.flag_downsampling,
-                is_class=band in _CLASS_LAYERS or band.startswith(MSK_CLASSI),
-                sign=sign,
-                policy=policy,
-                label=f"{band} of {scene.id}",
-                band=plane,
-                zero_is_data=band.startswith(MSK_CLASSI),
-                as_dn=band in band_index,
-                cache=cache,
-            )
-            futures[fut] = (band, i, scene.id)
-        pending = set(futures)
-        while pending:
-            finished, pending = wait(pending, timeout=0.5, return_when=FIRST_EXCEPTION)
-            for fut in finished:
-                band, i, scene_id = futures.pop(fut)  # the future holds the float32 grid: let it go
-                layer = fut.result()  # re-raises the read's error
-                if band in band_index:  # to uint16 DNs at once, mosaicked into the stack in scene order
-                    scene = acquisition.scenes[i]
-                    if band == request.bands[0] and "SCL" not in scene.mask_layers:  # L1C masks need it
-                        scene_valid[i] = np.isfinite(layer) if layer.dtype.kind == "f" else layer != 0
-                    offset = scene.offsets.get(band, 0.0)
-                    if i == 0:  # the first scene of a band goes straight into the stack
-                        to_reflectance_dn(layer, offset, out=data[band_index[band]])
-                        merged[band] = 1
-                    else:
-                        waiting[band][i] = to_reflectance_dn(layer, offset)
-                    del layer
-                    _merge_in_order(data[band_index[band]], waiting[band], merged, band)
-                else:
-                    results[(band, i)] = layer
-                done += 1
-                if on_read is not None:
-                    on_read(f"{band} of {scene_id}", done, total)
-            if cancel is not None and cancel.cancelled:
-                for f in pending:
-                    f.cancel()
-                cancel.raise_if_cancelled()
-    finally:
-        pool.shutdown(wait=False, cancel_futures=True)
-
-    valid = np.ones(grid.shape, dtype=bool)
-    for band_data in data:  # band by band: a (bands, H, W) boolean would be as large as the stack
-        valid &= band_data != 0
-    valid_fraction = float(valid.mean()) if valid.size else 0.0
-    invalid = np.logical_not(valid, out=valid)  # in place: whole-tile booleans are 120 MB each
-    del valid
-    if invalid.any():
-        for band_data in data:  # a pixel is valid in every band or in none (swath edges differ per band)
-            band_data[invalid] = 0
+    mosaic = _Mosaic(request, acquisition, grid)
+    results = _read_all(request, grid, _read_jobs(request, acquisition), mosaic, sign=sign, cancel=cancel,
+                        on_read=on_read, cache=cache)
+    invalid, valid_fraction = mosaic.valid_everywhere()
     scl: Optional[np.ndarray] = None
     mask: Optional[np.ndarray] = None
     for i, scene in enumerate(acquisition.scenes):  # first scene as it is; later ones fill its gaps
-        layer = _scene_mask(scene, results, i, grid, scene_valid.pop(i, None))
+        layer = _scene_mask(scene, results, i, grid, mosaic.scene_valid.pop(i, None))
         if "SCL" in scene.mask_layers:
             scl_i = results.pop(("SCL", i))
             scl = scl_i if scl is None else np.where(scl == 0, scl_i, scl)
@@ -174,13 +208,8 @@ def stack_acquisition(
         del layer
     assert mask is not None
     mask[invalid] = 0  # nodata in the raster is nodata in the mask, never "clear"
-    return StackResult(
-        data=data,
-        scl=scl,
-        product_mask=mask,
-        valid_fraction=valid_fraction,
-        seconds=time.monotonic() - t0,
-    )
+    return StackResult(data=mosaic.data, scl=scl, product_mask=mask, valid_fraction=valid_fraction,
+                       seconds=time.monotonic() - t0)
 
 
 def strips(grid: Grid, n_bands: int) -> list[tuple[int, int]]:

@@ -18,7 +18,7 @@ from s2core.masks.engine import clear_sessions, get_session
 from s2core.masks.merge import s2cloudless_mask
 from s2core.masks.registry import FARMVIBES_BANDS, get_card, model_bytes, registered_cards
 from s2core.masks.s2cloudless_onnx import build_s2cloudless_onnx, float32_floor
-from tests.conftest import RKH, SHARED
+from tests.conftest import RKH, ROOT, SHARED
 
 PEER = SHARED / "l1c" / "s2cloudless-peer" / "input_arrays.npz"
 SIX = ["B02", "B03", "B04", "B08", "B11", "B12"]
@@ -75,6 +75,7 @@ def test_float32_floor_never_rounds_up():
 
 
 @needs_peer
+@pytest.mark.slow
 def test_s2cloudless_onnx_matches_the_peer_reference(tmp_path: Path):
     built = build_s2cloudless_onnx(tmp_path / "s2cloudless.onnx")  # the reproducible build step itself
     assert onnx.load(str(built)).graph.node[0].op_type.startswith("TreeEnsemble")
@@ -194,4 +195,4 @@ def test_invalid_onnx_file_is_named(tmp_path: Path, monkeypatch: pytest.MonkeyPa
 def test_package_models_load_without_files_in_the_repo():
     data = model_bytes(get_card("ukis-csmask-4b-l2a"))
     assert onnx.load_from_string(data).graph.input[0].type.tensor_type.shape.dim[1].dim_value == 4
-    assert not list(Path(__file__).resolve().parents[1].joinpath("models").glob("ukis*.onnx"))
+    assert not list(ROOT.joinpath("models").glob("ukis*.onnx"))

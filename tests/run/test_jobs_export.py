@@ -5,6 +5,8 @@ from __future__ import annotations
 import zipfile
 from pathlib import Path
 
+import pytest
+
 from s2core import make_request
 from s2core.runfolder.export import human_size, run_files, zip_run
 from s2core.run.jobs import JobManager
@@ -63,6 +65,8 @@ def test_export_lists_outputs_and_zips_atomically(tmp_path: Path):
     assert human_size(999) == "999 B" and human_size(1_500_000) == "1.5 MB"
 
 
+@pytest.mark.dask
+@pytest.mark.slow
 def test_job_on_a_local_dask_cluster(tmp_path: Path):
     snap = JobManager().start(_request(tmp_path), scheduler="local:2").wait(timeout=300)
     assert snap.status == "completed", snap.error
