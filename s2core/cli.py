@@ -328,7 +328,11 @@ def _add_global_args(p: argparse.ArgumentParser, default: object) -> None:
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
     """Entry point; returns the exit code (0 ok, 1 partial run, 2 error)."""
-    parser = build_parser()
+    try:
+        parser = build_parser()  # reads the settings (defaults of some options)
+    except S2CoreError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
     args = parser.parse_args(argv)
     # GDAL reads this once, at its first block: each block of a run is read once, so a small cache
     # costs no time and keeps a whole-tile run's memory down (the user's own setting wins)

@@ -15,6 +15,10 @@ class InvalidParameter(S2CoreError, ValueError):
     """A request parameter has a wrong value (range, type, unknown name)."""
 
 
+class InvalidSetting(InvalidParameter):
+    """An environment setting (``S2CORE_*``, ``S2_*``) has a value that cannot be used."""
+
+
 class InvalidAOI(InvalidParameter):
     """The area of interest cannot be parsed, is empty, invalid, or not a polygon."""
 

@@ -65,6 +65,28 @@ def _dedupe_tile(scenes: list[Scene], projected: dict[str, BaseGeometry]) -> lis
     return [s for s, _ in kept]
 
 
+def greedy_cover(cover: dict[str, BaseGeometry], total: float) -> tuple[list[str], float]:
+    """The fewest tiles whose ``cover`` (each tile's part of the AOI, equal-area m²) covers the AOI of area
+    ``total``, chosen greedily by added area (ties by tile name); returns (tiles, covered fraction)."""
+    chosen: list[str] = []
+    covered: BaseGeometry = shapely.Polygon()
+    while True:
+        best, best_gain = None, MIN_GAIN * total
+        for tile, geom in sorted(cover.items()):
+            if tile in chosen:
+                continue
+            gain = geom.difference(covered).area
+            if gain > best_gain:
+                best, best_gain = tile, gain
+        if best is None:
+            break
+        chosen.append(best)
+        covered = covered.union(cover[best])
+        if covered.area >= total * (1 - 1e-9):
+            break
+    return chosen, (covered.area / total if total else 0.0)
+
+
 def select_acquisitions(
     scenes: list[Scene],
     aoi: AOI,
@@ -94,23 +116,7 @@ def select_acquisitions(
             t: shapely.union_all([projected[s.id] for s in ss]).intersection(target)
             for t, ss in tiles.items()
         }
-        chosen: list[str] = []
-        covered: BaseGeometry = shapely.Polygon()
-        while True:
-            best, best_gain = None, MIN_GAIN * total
-            for t, geom in sorted(cover.items()):
-                if t in chosen:
-                    continue
-                gain = geom.difference(covered).area
-                if gain > best_gain:
-                    best, best_gain = t, gain
-            if best is None:
-                break
-            chosen.append(best)
-            covered = covered.union(cover[best])
-            if covered.area >= total * (1 - 1e-9):
-                break
-        coverage = covered.area / total if total else 0.0
+        chosen, coverage = greedy_cover(cover, total)
         ids = tuple(s.id for s in group)
         if max_tiles_per_time is not None and len(chosen) > max_tiles_per_time:
             capped = chosen[:max_tiles_per_time]

@@ -15,8 +15,10 @@ import os
 from pathlib import Path
 from typing import Optional
 
-from pydantic import AliasChoices, Field, SecretStr
+from pydantic import AliasChoices, Field, SecretStr, ValidationError
 from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from s2core.errors import InvalidSetting
 
 
 class Settings(BaseSettings):
@@ -46,8 +48,21 @@ class Settings(BaseSettings):
 
 
 def get_settings() -> Settings:
-    """The settings as the environment says now."""
-    return Settings()
+    """The settings as the environment says now.
+
+    Raises:
+        InvalidSetting: a variable's value cannot be used (the message names it and what it needs).
+    """
+    try:
+        return Settings()
+    except ValidationError as exc:
+        problems = []
+        for err in exc.errors():
+            name = ".".join(str(p) for p in err.get("loc", ())) or "a setting"
+            shown = "(hidden)" if "KEY" in name.upper() else repr(err.get("input"))
+            problems.append(f"{name}={shown}: {err.get('msg')}")
+        raise InvalidSetting("Invalid environment setting " + "; ".join(problems)
+                             + ": fix the variable or unset it (README lists the settings).") from None
 
 
 def cpu_count() -> int:

@@ -85,3 +85,30 @@ def test_global_flags_before_or_after_the_command(argv, quiet, verbose):
 
     args = build_parser().parse_args(argv)
     assert (args.quiet, args.verbose) == (quiet, verbose)
+
+
+@pytest.mark.parametrize("env,needle", [
+    ({"S2CORE_THREADS": "abc"}, "S2CORE_THREADS='abc'"),
+    ({"S2CORE_MAX_AOI_KM2": "-5"}, "S2CORE_MAX_AOI_KM2='-5'"),
+])
+def test_an_unusable_setting_is_one_line_naming_the_variable(env: dict[str, str], needle: str):
+    import os
+
+    res = subprocess.run([sys.executable, "-m", "s2core", "models"], cwd=ROOT, capture_output=True, text=True,
+                         timeout=120, env={**os.environ, **env})
+    assert res.returncode == 2
+    lines = res.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: Invalid environment setting") and needle in lines[0], lines
+    assert "unset it" in lines[0] and "Traceback" not in res.stderr
+
+
+def test_cli_defaults_come_from_the_request_model():
+    from s2core.cli import build_parser
+    from s2core.model.request import MaskOptions, PreprocessRequest
+
+    run = build_parser().parse_args(["run", "--aoi", "x", "--start", "2023-01-01", "--end", "2023-01-02"])
+    for field in ("resolution", "min_tile_cover", "dl_timeout", "max_retries", "read_workers", "upsampling",
+                  "downsampling", "flag_downsampling", "land_sea_mask", "cloud_mask", "output_format"):
+        assert getattr(run, field) == PreprocessRequest.model_fields[field].default, field
+    for field in ("cloud_thr", "shadow_thr", "dilation", "min_area", "batch_size", "shadow_model"):
+        assert getattr(run, field) == MaskOptions.model_fields[field].default, field

@@ -187,9 +187,8 @@ class RunLayerTilerFactory(BaseFactory):
         ) -> dict[str, Any]:
             keep = {"rescale", "colormap", "min", "opacity", "tilesize"}
             qs = [(k, v) for k, v in request.query_params.multi_items() if k in keep]
-            url = str(request.url_for("tile", run_id=src.run.run_id, acquisition_id=src.acquisition.id,
-                                      layer=src.layer.name, z="{z}", x="{x}", y="{y}"))
-            url = url.replace("%7B", "{").replace("%7D", "}") + (f"?{urlencode(qs)}" if qs else "")
+            # TiTiler's url_for: the run/acquisition/layer of the prefix come from this request's path
+            url = self.url_for(request, "tile", z="{z}", x="{x}", y="{y}") + (f"?{urlencode(qs)}" if qs else "")
             with open_layer(src.path, self.tms) as reader:
                 w, s, e, n = reader.get_geographic_bounds(self.tms.rasterio_geographic_crs)
                 native_min, native_max = reader.minzoom, reader.maxzoom

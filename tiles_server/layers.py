@@ -14,7 +14,8 @@ from typing import Literal, Optional
 import numpy as np
 from rio_tiler.colormap import cmap
 
-from s2core.model.classes import MASK_CLASSES
+from s2core.model.classes import MASK_CLASSES, SCL_NAMES
+from s2core.runfolder.layout import CLOUD_MASK, PROB_NODATA, PROB_SCALE
 
 LayerKind = Literal["composite", "index", "categorical", "continuous"]
 RGBA = tuple[int, int, int, int]
@@ -72,26 +73,18 @@ MASK_COLORS: dict[str, RGBA] = {
 
 _MASK_CLASSES = tuple(CategoricalClass(code, name, MASK_COLORS[name]) for code, name in MASK_CLASSES.items())
 
-#: ESA's Scene Classification palette (as in SNAP).
-_SCL_CLASSES = tuple(CategoricalClass(v, label, color) for v, label, color in (
-    (0, "no data", (0, 0, 0, 160)),
-    (1, "saturated or defective", (255, 0, 0, 255)),
-    (2, "dark area pixels", (47, 47, 47, 255)),
-    (3, "cloud shadows", (100, 50, 0, 255)),
-    (4, "vegetation", (0, 160, 0, 255)),
-    (5, "not vegetated", (255, 230, 90, 255)),
-    (6, "water", (0, 0, 255, 255)),
-    (7, "unclassified", (128, 128, 128, 255)),
-    (8, "cloud medium probability", (192, 192, 192, 255)),
-    (9, "cloud high probability", (255, 255, 255, 255)),
-    (10, "thin cirrus", (100, 200, 255, 255)),
-    (11, "snow or ice", (255, 150, 255, 255)),
-))
+#: ESA's Scene Classification palette (as in SNAP), by SCL code; the names are those of the one SCL table.
+SCL_COLORS: dict[int, RGBA] = {
+    0: (0, 0, 0, 160), 1: (255, 0, 0, 255), 2: (47, 47, 47, 255), 3: (100, 50, 0, 255), 4: (0, 160, 0, 255),
+    5: (255, 230, 90, 255), 6: (0, 0, 255, 255), 7: (128, 128, 128, 255), 8: (192, 192, 192, 255),
+    9: (255, 255, 255, 255), 10: (100, 200, 255, 255), 11: (255, 150, 255, 255),
+}
+_SCL_CLASSES = tuple(CategoricalClass(code, name, SCL_COLORS[code]) for code, name in SCL_NAMES.items())
 
 _BINARY_CLASSES = (
     CategoricalClass(0, "clear", _CLEAR),
     CategoricalClass(1, "cloud or shadow", MASK_COLORS["cloud"]),
-    CategoricalClass(255, "nodata", MASK_COLORS["nodata"]),
+    CategoricalClass(CLOUD_MASK.nodata, "nodata", MASK_COLORS["nodata"]),
 )
 
 LAYERS: dict[str, Layer] = {layer.name: layer for layer in (
@@ -109,11 +102,11 @@ LAYERS: dict[str, Layer] = {layer.name: layer for layer in (
           "model probabilities thresholded, merged with the product mask and dilated",
           classes=_MASK_CLASSES, draw_nodata=True, nodata=0),
     Layer("cloud_mask", "Binary cloud mask", "cloud_mask", "categorical",
-          "the reference's binary mask (1 = cloud or shadow)", classes=_BINARY_CLASSES, draw_nodata=True, nodata=255),
+          "the reference's binary mask (1 = cloud or shadow)", classes=_BINARY_CLASSES, draw_nodata=True, nodata=CLOUD_MASK.nodata),
     Layer("cloud_prob", "Cloud probability", "cloud_prob", "continuous", "model cloud probability",
-          colormap="magma", scale=250.0, nodata=255, default_min=0.05, unit="probability"),
+          colormap="magma", scale=PROB_SCALE, nodata=PROB_NODATA, default_min=0.05, unit="probability"),
     Layer("shadow_prob", "Shadow probability", "shadow_prob", "continuous", "model shadow probability",
-          colormap="viridis", scale=250.0, nodata=255, default_min=0.05, unit="probability"),
+          colormap="viridis", scale=PROB_SCALE, nodata=PROB_NODATA, default_min=0.05, unit="probability"),
 )}
 
 

@@ -8,14 +8,20 @@ from typing import Optional
 import streamlit as st
 
 from s2core.run.jobs import JobManager
+from s2core.errors import InvalidSetting
 from s2core.settings import Settings, get_settings
 from tiles_server.launcher import TileServerHandle, ensure_server
 
 
 def settings() -> Settings:
     """The settings (:mod:`s2core.settings`; read from the environment on every rerun: cheap, and tests can
-    change them)."""
-    return get_settings()
+    change them). An unusable value stops the page with the message naming the variable."""
+    try:
+        return get_settings()
+    except InvalidSetting as exc:
+        st.error(str(exc))
+        st.stop()
+        raise  # st.stop() raises; this keeps type checkers informed
 
 
 @st.cache_resource

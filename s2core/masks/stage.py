@@ -34,7 +34,7 @@ from s2core.masks.engine import EngineJob, EngineOptions, EngineStats, RowReader
 from s2core.model.classes import MASK_CLASSES, class_fractions
 from s2core.masks.ensemble import ensemble_mean
 from s2core.masks.merge import MergeParams, binary_mask, merge_flags
-from s2core.runfolder.layout import CLOUD_MASK, CLOUD_PROB, MASK, PROB_NODATA, PROB_SCALE, SHADOW_PROB
+from s2core.runfolder.layout import CLOUD_MASK, CLOUD_PROB, MASK, PROB_NODATA, PROB_SCALE, SHADOW_PROB, raster_valid
 from s2core.write.cog import STRIP_ROWS, cog_strip_writer, write_cog
 from s2core.masks.registry import ModelCard, get_card
 from s2core.model.request import MaskOptions
@@ -284,7 +284,7 @@ def mask_acquisition(
             r1 = min(grid.height, r0 + STRIP_ROWS)
             v = valid[r0:r1]
             if not known_valid:
-                v[:] = source.rows(r0, r1, [0])[0] != 0  # the raster has data in all bands or none
+                v[:] = raster_valid(source.rows(r0, r1, [0]))
             cloud = combined_probability(runs, "cloud", grid, r0, r1)
             shadow = combined_probability(runs, "shadow", grid, r0, r1)
             with np.errstate(invalid="ignore"):

@@ -24,7 +24,7 @@ from s2core.model.request import PreprocessRequest
 from s2core.model.scene import Acquisition, Signer
 from s2core.progress import CancelToken, ProgressCallback, ProgressEvent, null_progress
 from s2core.runfolder.atomic import write_json
-from s2core.runfolder.layout import ITEM, PRODUCT_MASK, RASTER, RASTER_EXPORT, SCL
+from s2core.runfolder.layout import ITEM, PRODUCT_MASK, RASTER, RASTER_EXPORT, SCL, raster_valid
 from s2core.runfolder.manifest import AcquisitionRecord
 from s2core.runfolder.stac_items import acquisition_item
 from s2core.stack.land_sea import SeaMask
@@ -49,9 +49,11 @@ def process_acquisition(
     progress: ProgressCallback = null_progress,
     fraction: tuple[float, float] = (0.0, 1.0),
 ) -> AcquisitionRecord:
-    """Read, stack and write one acquisition; a pure function of (request, acquisition, grid).
+    """Read, stack, mask and write one acquisition into ``run_dir/<acquisition id>/``.
 
-    Raises the S2CoreError of a failed read; outputs are only renamed into place when complete.
+    The result depends only on (request, acquisition, grid), so this runs the same in a thread, a
+    process or a Dask worker; its one effect is that folder (each file renamed into place when
+    complete). Raises the S2CoreError of a failed read, after which the folder holds nothing new.
     """
     t0 = time.monotonic()
     lo, hi = fraction
@@ -180,7 +182,7 @@ def _run_masks(
 
     check = cancel.raise_if_cancelled if cancel else None
     # the stack has data in all bands or none; a stack written by strips is read back by the stage
-    valid = stack.data[0] != 0 if stack.data is not None else None
+    valid = raster_valid(stack.data) if stack.data is not None else None
     if request.masks.in_memory:
         if stack.data is None:  # written by strips: the user asked for the whole raster in memory
             with rasterio.open(folder / RASTER.file) as ds:

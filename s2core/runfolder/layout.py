@@ -11,6 +11,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any, Optional
 
+import numpy as np
+
 from s2core.model.classes import MASK_CLASSES
 
 #: Probabilities are stored as uint8: value = round(probability × PROB_SCALE); PROB_NODATA where no data.
@@ -80,6 +82,12 @@ ROLES: dict[str, OutputRole] = {r.name: r for r in (RASTER, PRODUCT_MASK, SCL, C
                                                     CLOUD_MASK, ITEM)}
 #: the raster copied into another GDAL format (``raster.<ext>``, see :mod:`s2core.write.formats`)
 RASTER_EXPORT = "raster_export"
+
+
+def raster_valid(bands: np.ndarray) -> np.ndarray:
+    """Where a ``raster.tif`` stack (bands first, or rows of it) has data: a pixel has data in every band or
+    in none (stacking makes it so), so the first band decides."""
+    return bands[0] != RASTER.nodata
 
 
 def export_asset(href: str) -> dict[str, Any]:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import Any, Mapping, Sequence
 
+import pystac
 from pyproj import CRS
 from shapely.geometry import box, mapping
 
@@ -31,7 +32,8 @@ def acquisition_item(
     assets: Mapping[str, str],
     extra_properties: Mapping[str, Any] | None = None,
 ) -> dict[str, Any]:
-    """Build the item dict; ``assets`` maps a role to a path relative to the item file."""
+    """The STAC Item (built with pystac) of one acquisition's outputs; ``assets`` maps a role to a path
+    relative to the item file."""
     footprint = project_geometry(box(*grid.bounds), CRS.from_epsg(4326), src_crs=grid.crs)
     geom = aoi.geometry if aoi.crosses_antimeridian else footprint
     first = acquisition.scenes[0]
@@ -71,17 +73,14 @@ def acquisition_item(
             item_assets[role] = ROLES[role].stac_asset(href, grid.resolution_m)
         else:
             item_assets[role] = {"href": href, "roles": ["data"]}
-    return {
-        "type": "Feature",
-        "stac_version": STAC_VERSION,
-        "stac_extensions": EXTENSIONS,
-        "id": acquisition.id,
-        "geometry": mapping(geom),
-        "bbox": list(geom.bounds),
-        "properties": props,
-        "links": [],
-        "assets": item_assets,
-    }
+    item = pystac.Item(id=acquisition.id, geometry=mapping(geom), bbox=list(geom.bounds),
+                       datetime=acquisition.datetime, properties=props, stac_extensions=list(EXTENSIONS))
+    for role, asset in item_assets.items():
+        item.add_asset(role, pystac.Asset.from_dict(asset))
+    doc = item.to_dict(include_self_link=False, transform_hrefs=False)
+    doc["stac_version"] = STAC_VERSION  # the extension schemas above are those of STAC 1.0
+    doc["properties"]["datetime"] = acquisition.iso_datetime  # as the source items write it
+    return doc
 
 
 def _epsg(crs: str) -> int | None:

@@ -15,6 +15,7 @@ from typing import Optional
 import numpy as np
 import rasterio
 
+from s2core.runfolder.layout import PROB_NODATA, PROB_SCALE
 from s2core.model.classes import CLEAR, CLOUD, MASK_CLASSES, NODATA, SHADOW
 
 
@@ -64,7 +65,7 @@ def class_stats(counts: np.ndarray, classes: dict[int, str] = MASK_CLASSES, noda
 
 @dataclass(frozen=True)
 class ProbabilityStats:
-    """Statistics of a probability raster stored as uint8 ``p x scale`` (255 = nodata)."""
+    """Statistics of a probability raster stored as uint8 ``p x scale`` (:data:`~s2core.runfolder.layout.PROB_NODATA` = nodata)."""
 
     valid_pixels: int
     mean: Optional[float]
@@ -74,7 +75,7 @@ class ProbabilityStats:
     above: dict[str, float] = field(default_factory=dict)
 
 
-def probability_stats(counts: np.ndarray, scale: float = 250.0, nodata: int = 255, bins: int = 10,
+def probability_stats(counts: np.ndarray, scale: float = PROB_SCALE, nodata: int = PROB_NODATA, bins: int = 10,
                       thresholds: tuple[float, ...] = (0.1, 0.2, 0.3, 0.5)) -> ProbabilityStats:
     """Exact mean, percentiles, a histogram and the percentage above thresholds, from value counts."""
     c = counts.astype(np.int64).copy()

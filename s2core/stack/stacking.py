@@ -24,6 +24,7 @@ from s2core.model.radiometry import to_reflectance_dn
 from s2core.read.reader import BlockRowCache, ReadPolicy, read_to_grid
 from s2core.model.request import PreprocessRequest
 from s2core.model.scene import Acquisition
+from s2core.runfolder.layout import RASTER
 from s2core.search.safe import read_href_bytes
 
 log = logging.getLogger(__name__)
@@ -111,7 +112,7 @@ class _Mosaic:
         """Pixels without data in some band set to 0 in every band; returns (invalid pixels, valid fraction)."""
         valid = np.ones(self.data.shape[1:], dtype=bool)
         for band_data in self.data:  # band by band: a (bands, H, W) boolean would be as large as the stack
-            valid &= band_data != 0
+            valid &= band_data != RASTER.nodata
         valid_fraction = float(valid.mean()) if valid.size else 0.0
         invalid = np.logical_not(valid, out=valid)  # in place: whole-tile booleans are 120 MB each
         if invalid.any():
@@ -235,7 +236,7 @@ def stack_strips(
     """:func:`stack_acquisition` of each strip ``(r0, r1)`` of ``rows`` in turn: yields ``(r0, strip)``.
 
     Every strip is read on its own sub-grid (:meth:`Grid.rows`); in the assets' own CRS a pixel gets
-    the same value as in a whole-grid read (tests/test_strips.py). ``on_read`` counts the reads of
+    the same value as in a whole-grid read (tests/stack/test_strips.py). ``on_read`` counts the reads of
     all strips together.
     """
     cache = BlockRowCache() if len(rows) > 1 else None

@@ -23,7 +23,7 @@ import rasterio
 from rasterio.windows import Window
 
 from s2core.model.grid import Grid
-from s2core.runfolder.layout import CLOUD_PROB, MASK, PROB_NODATA, PROB_SCALE, PRODUCT_MASK, SHADOW_PROB
+from s2core.runfolder.layout import CLOUD_PROB, MASK, PROB_NODATA, PROB_SCALE, PRODUCT_MASK, SHADOW_PROB, raster_valid
 from s2core.model.classes import CLOUD, SHADOW
 from s2core.write.cog import STRIP_ROWS, cog_strip_writer
 
@@ -68,7 +68,7 @@ def blank_raster(raster: Path, grid: Grid, mode: CloudMaskMode, folder: Path, cl
                 r1 = min(grid.height, r0 + STRIP_ROWS)
                 window = Window(0, r0, grid.width, r1 - r0)
                 data = src.read(window=window)
-                ok = data[0] != 0
+                ok = raster_valid(data)
                 hit = masked_rows(mode, sources, r0, r1, cloud_thr, shadow_thr) & ok
                 data[:, hit] = 0
                 dst.write(data, window=window)

@@ -77,6 +77,14 @@ def test_home_without_runs_says_how_to_start(app_env: Path):
     assert any("No run yet" in i.value for i in at.info)
 
 
+@pytest.mark.parametrize("page", ["app.py", "pages/1_Run.py", "pages/2_Compare.py", "pages/3_Export.py"])
+def test_an_unusable_setting_is_explained_on_every_page(app_env: Path, monkeypatch: pytest.MonkeyPatch, page: str):
+    monkeypatch.setenv("S2_TILES_PORT", "eighty")
+    at = _page(page).run()
+    assert not at.exception, at.exception
+    assert any("S2_TILES_PORT='eighty'" in e and "unset it" in e for e in _errors(at)), _errors(at)
+
+
 # --------------------------------------------------------------------------- run page: bad input
 
 
