@@ -7,6 +7,7 @@ Coverage is measured in square metres in an equal-area projection centred on the
 from __future__ import annotations
 
 import logging
+import re
 from collections import defaultdict
 from typing import Optional
 
@@ -29,9 +30,17 @@ DUPLICATE_IOU = 0.98
 
 
 def acquisition_key(scene: Scene) -> tuple[str, str, str]:
-    """Scenes of one pass share platform, UTC day and relative orbit (or datatake)."""
-    orbit = f"R{scene.relative_orbit:03d}" if scene.relative_orbit is not None else (scene.datatake or "R???")
-    return (scene.datetime.strftime("%Y%m%d"), scene.platform, orbit)
+    """Scenes of one pass share platform, UTC day and relative orbit (or datatake).
+
+    The key becomes the acquisition id, a folder name: catalog metadata enters it only as letters,
+    digits, ``_`` and ``-`` (a hostile ``platform`` such as ``x/../../pwned`` cannot leave the run folder).
+    """
+    orbit = f"R{scene.relative_orbit:03d}" if scene.relative_orbit is not None else (scene.datatake or "Rnone")
+    return (scene.datetime.strftime("%Y%m%d"), _id_part(scene.platform), _id_part(orbit))
+
+
+def _id_part(text: str) -> str:
+    return re.sub(r"[^A-Za-z0-9_-]+", "", str(text))[:64] or "x"
 
 
 def group_acquisitions(scenes: list[Scene]) -> dict[tuple[str, str, str], list[Scene]]:

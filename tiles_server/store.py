@@ -8,7 +8,6 @@ that the run's manifest lists for that acquisition. Anything else is "not found"
 from __future__ import annotations
 
 import logging
-import re
 import threading
 from dataclasses import dataclass
 from pathlib import Path
@@ -18,13 +17,13 @@ from rasterio.crs import CRS
 from rasterio.warp import transform_bounds
 
 from s2core.runfolder.manifest import AcquisitionRecord, Manifest
+from s2core.model.request import valid_id
 from s2core.runfolder.listing import run_folders
 from s2core.runfolder.manifest import MANIFEST_NAME
 
 log = logging.getLogger(__name__)
 
 TIFF_MAGIC = (b"II*\x00", b"MM\x00*", b"II+\x00", b"MM\x00+")
-ID_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,127}$")
 
 
 class NotFound(Exception):
@@ -38,11 +37,6 @@ def is_tiff(path: Path) -> bool:
             return fh.read(4) in TIFF_MAGIC
     except OSError:
         return False
-
-
-def valid_id(value: str) -> bool:
-    """True for ids made of letters, digits, ``_``, ``.``, ``-`` (not starting with ``.``/``-``)."""
-    return bool(ID_PATTERN.match(value)) and ".." not in value
 
 
 @dataclass(frozen=True)

@@ -186,7 +186,9 @@ def get_card(name: str, role: Optional[Role] = None) -> ModelCard:
         candidate = Path(text).expanduser()
         if not candidate.is_absolute() and not candidate.exists():
             candidate = models_dir() / text
-        if candidate.suffix.lower() == ".onnx" and candidate.exists():
+        if candidate.suffix.lower() == ".onnx" and candidate.is_file():
+            stat = candidate.stat()
+            _check_onnx_file(str(candidate.resolve()), stat.st_mtime_ns, stat.st_size)
             card = farmvibes_card(candidate.resolve(), role or "cloud")
         else:
             known = ", ".join(sorted(cards)) or "none"
@@ -200,6 +202,20 @@ def get_card(name: str, role: Optional[Role] = None) -> ModelCard:
             f"pick another {role} model."
         )
     return card
+
+
+@functools.lru_cache(maxsize=32)
+def _check_onnx_file(path: str, mtime_ns: int, size: int) -> None:
+    """:class:`InvalidModel` unless ``path`` parses as an ONNX model (checked once per file version)."""
+    import onnx  # lazy: the ONNX parser, only for user-given files
+
+    try:
+        onnx.load_model(path, load_external_data=False)
+    except Exception as exc:  # noqa: BLE001 - protobuf's DecodeError and friends
+        raise InvalidModel(
+            f"{Path(path).name} is not a valid ONNX model ({type(exc).__name__}): replace the file with an .onnx "
+            "export of your model (FarmVibes convention: 12 bands), or pick a registered model."
+        ) from None
 
 
 def check_level(card: ModelCard, level: str) -> ModelCard:

@@ -13,13 +13,13 @@ from __future__ import annotations
 import importlib.resources
 import logging
 import os
-import tempfile
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from s2core.errors import InvalidModel
+from s2core.runfolder.atomic import tmp_path
 
 log = logging.getLogger(__name__)
 
@@ -108,9 +108,11 @@ def build_s2cloudless_onnx(dest: Path) -> Path:
     onnx.checker.check_model(onx)
     dest = Path(dest)
     dest.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{dest.name}.", suffix=".part", dir=dest.parent)
-    with os.fdopen(fd, "wb") as fh:
-        fh.write(onx.SerializeToString())
-    os.replace(tmp, dest)
+    tmp = tmp_path(dest)
+    try:
+        tmp.write_bytes(onx.SerializeToString())
+        os.replace(tmp, dest)
+    finally:
+        tmp.unlink(missing_ok=True)
     log.info("wrote %s (%d thresholds rounded down to float32)", dest, rounded.rounded)
     return dest

@@ -250,6 +250,14 @@ def _validate(geom: BaseGeometry) -> AOI:
             f"AOI coordinates {tuple(round(v, 3) for v in (minx, miny, maxx, maxy))} are not longitude/latitude: "
             "give WGS84 (EPSG:4326) coordinates, or a vector file that declares its CRS."
         )
+    for p in polys:  # past ±180 only for a ring drawn continuously across the antimeridian (179 .. 181)
+        lo, _, hi, _ = p.bounds
+        if (lo < -180 or hi > 180) and not (lo <= 180 <= hi or lo <= -180 <= hi):
+            bad = hi if hi > 180 else lo
+            raise InvalidAOI(
+                f"AOI longitude {bad:g} is outside -180..180: give WGS84 longitudes (a polygon that crosses the "
+                "antimeridian may run on past ±180, e.g. from 179 to 181)."
+            )
     unwrapped_parts = [_unwrap_polygon(p) for p in polys]
     # Parts given split at ±180 (RFC 7946): move western parts east when the AOI spans the line.
     touches_east = any(p.bounds[2] >= 180.0 - 1e-9 for p in unwrapped_parts)

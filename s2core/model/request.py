@@ -9,6 +9,7 @@ the checks that need installed resources (GDAL drivers, model files) are made by
 from __future__ import annotations
 
 import datetime as dt
+import re
 from pathlib import Path
 from typing import Any, Literal, Optional, get_args
 
@@ -22,6 +23,14 @@ from s2core.errors import InvalidDateRange, InvalidParameter, S2CoreError, Unkno
 
 #: The largest AOI a request accepts by default (km²); the ``S2CORE_MAX_AOI_KM2`` setting overrides it.
 DEFAULT_MAX_AOI_KM2 = 2500.0
+
+#: A run id is a folder name: 1..128 of these characters, never ``..`` (the tile server's ids are the same).
+RUN_ID_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,127}")
+
+
+def valid_id(value: str) -> bool:
+    """True for a run or acquisition id that is safe as one folder name (:data:`RUN_ID_RE`, no ``..``)."""
+    return bool(RUN_ID_RE.fullmatch(value)) and ".." not in value
 
 #: Upsampling kernels (onto a finer grid than the band); ``cubic`` is accepted as ``bicubic``.
 Resampling = Literal["nearest", "bilinear", "cubic", "bicubic"]
@@ -43,7 +52,7 @@ class MaskOptions(BaseModel):
     ensemble). ``auto`` picks the best built-in model for the requested bands.
     """
 
-    model_config = ConfigDict(frozen=True, extra="forbid")
+    model_config = ConfigDict(frozen=True, extra="forbid", allow_inf_nan=False)
 
     cloud_model: tuple[str, ...] = ("auto",)
     shadow_model: str = "auto"
@@ -78,7 +87,7 @@ class PreprocessRequest(BaseModel):
     ``repr``, logs, manifests or outputs.
     """
 
-    model_config = ConfigDict(arbitrary_types_allowed=True, frozen=True, extra="forbid")
+    model_config = ConfigDict(arbitrary_types_allowed=True, frozen=True, extra="forbid", allow_inf_nan=False)
 
     aoi: AOI
     start: dt.date
@@ -105,10 +114,10 @@ class PreprocessRequest(BaseModel):
     max_tiles_per_time: Optional[int] = Field(None, ge=1)
     max_cloud_cover: Optional[float] = Field(None, ge=0, le=100)
     pc_key: Optional[SecretStr] = None
-    dl_timeout: float = Field(120.0, gt=0)
+    dl_timeout: float = Field(120.0, gt=0, le=86400, description="seconds for reading one asset, retries included")
     max_retries: int = Field(3, ge=0, le=10)
     read_workers: int = Field(8, ge=1, le=64)
-    max_aoi_km2: float = Field(DEFAULT_MAX_AOI_KM2, gt=0)
+    max_aoi_km2: float = Field(DEFAULT_MAX_AOI_KM2, gt=0, le=1e7)
     masks: Optional[MaskOptions] = Field(None, description="cloud/shadow masking (None: preprocessing only)")
     land_sea_mask: Literal["none", "land", "sea"] = Field(
         "none", description="set land (land) or sea (sea) pixels to NoData: 1 km global land mask, coast refined "
@@ -147,8 +156,9 @@ class PreprocessRequest(BaseModel):
             except KeyError:
                 unknown.append(str(b))
                 continue
-            if canon not in out:
-                out.append(canon)
+            if canon in out:
+                raise UnknownBand(f"Band {canon} is listed twice ({', '.join(map(str, v))}): list each band once.")
+            out.append(canon)
         if unknown:
             raise UnknownBand(
                 f"Unknown band(s) {', '.join(unknown)}: choose from {', '.join(ALL_BANDS)} "
@@ -181,6 +191,19 @@ class PreprocessRequest(BaseModel):
             return ()
         items = [v] if isinstance(v, (str, Path)) else list(v)
         return tuple(str(Path(str(p)).expanduser()) for p in items)
+
+    @field_validator("run_id", mode="before")
+    @classmethod
+    def _check_run_id(cls, v: Any) -> Optional[str]:
+        if v in (None, ""):
+            return None
+        text = str(v)
+        if not valid_id(text):
+            raise InvalidParameter(
+                f"run_id {text[:40]!r}{'…' if len(text) > 40 else ''} cannot be a folder name: use 1 to 128 letters, "
+                "digits, '_', '.' or '-', starting with a letter or digit (no '/', no '..')."
+            )
+        return text
 
     @field_validator("catalog", mode="before")
     @classmethod

@@ -20,7 +20,8 @@ from s2core.masks.stage import ArraySource, FileSource, MaskResult, mask_acquisi
 from s2core.model.bands import DESCRIPTIONS
 from s2core.model.classes import MASK_CLASSES, class_fractions
 from s2core.model.grid import Grid
-from s2core.model.request import PreprocessRequest
+from s2core.errors import S2CoreError
+from s2core.model.request import PreprocessRequest, valid_id
 from s2core.model.scene import Acquisition, Signer
 from s2core.progress import CancelToken, ProgressCallback, ProgressEvent, null_progress
 from s2core.runfolder.atomic import write_json
@@ -65,6 +66,8 @@ def process_acquisition(
         progress(ProgressEvent("read", lo + (hi - lo) * read_share * done / total,
                                f"{acquisition.date}: read {label} ({done}/{total})", acquisition.id))
 
+    if not valid_id(acquisition.id):  # ids are built from sanitised parts (s2core.plan); never a path
+        raise S2CoreError(f"Acquisition id {acquisition.id!r} is not a folder name: it was not built by s2core.plan.")
     folder = run_dir / acquisition.id
     common = _common_tags(request, acquisition)
 

@@ -116,6 +116,10 @@ def preprocess_batch(
             for run in runs:
                 run.cancelled(exc)
             raise
+        except BaseException as exc:
+            for run in runs:
+                run.aborted(exc)
+            raise
     for i, run in zip(where, runs):
         m = run.finish(raise_errors=False)
         slots[i] = BatchResult(m.run_id, m.run_id, m, m.error)

@@ -51,6 +51,10 @@ class SchedulerSpec:
     address: Optional[str] = None
 
 
+#: The address schemes of Dask's comm layer.
+DASK_SCHEMES = ("tcp", "tls", "inproc", "ws", "wss", "ucx")
+
+
 def parse_scheduler(spec: str, workers: int = 2) -> SchedulerSpec:
     """``local``, ``local:N`` or ``tcp://host:port`` (also ``tls://``, ``inproc://``)."""
     text = spec.strip()
@@ -65,6 +69,12 @@ def parse_scheduler(spec: str, workers: int = 2) -> SchedulerSpec:
             raise InvalidParameter(f"Scheduler {spec!r}: between 1 and 256 workers.")
         return SchedulerSpec(local=True, workers=n)
     if "://" in text:
+        scheme = text.split("://", 1)[0].lower()
+        if scheme not in DASK_SCHEMES:
+            raise InvalidParameter(
+                f"Scheduler {spec!r}: {scheme}:// is not a Dask protocol; use {', '.join(s + '://' for s in DASK_SCHEMES)}"
+                " (e.g. tcp://10.0.0.5:8786), or 'local'."
+            )
         return SchedulerSpec(local=False, address=text)
     raise InvalidParameter(
         f"Scheduler {spec!r} is not understood: use 'local', 'local:N' or the address of a running Dask "

@@ -81,6 +81,9 @@ def preprocess(
     except Cancelled as exc:
         run.cancelled(exc)
         raise
+    except BaseException as exc:
+        run.aborted(exc)
+        raise
     return run.finish()
 
 

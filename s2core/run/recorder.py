@@ -144,6 +144,13 @@ class RunState:
         self.manifest.error = str(exc)
         _finish(self.manifest, self.run_dir, self.bytes0, self.req0, self.t0)
 
+    def aborted(self, exc: BaseException) -> None:
+        """Record a run stopped by an error outside any one acquisition (the scheduler went away, …), so
+        the manifest never stays ``running``."""
+        self.manifest.status = "failed"
+        self.manifest.error = str(exc) if isinstance(exc, S2CoreError) else f"{type(exc).__name__}: {exc}"
+        _finish(self.manifest, self.run_dir, self.bytes0, self.req0, self.t0)
+
     def finish(self, raise_errors: bool = True) -> Manifest:
         """Final status; raises the first error when every acquisition failed (if ``raise_errors``)."""
         m = self.manifest

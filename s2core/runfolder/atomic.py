@@ -13,11 +13,40 @@ from pathlib import Path
 from typing import Any
 
 
+def inside(root: Path, rel: str) -> bool:
+    """True when ``rel`` is a relative path that stays inside the folder ``root`` (resolved, symlinks
+    followed): no absolute path, no ``..`` climbing out, no link leading elsewhere."""
+    if not rel or Path(rel).is_absolute() or "\\" in rel:
+        return False
+    root = Path(root).resolve()
+    try:
+        return (root / rel).resolve().is_relative_to(root)
+    except (OSError, RuntimeError):
+        return False
+
+
 def tmp_path(path: Path) -> Path:
-    """A new, empty temporary file beside ``path`` (same folder, so the final rename is atomic)."""
+    """A new, empty temporary file beside ``path`` (same folder, so the final rename is atomic), with the
+    permissions of a file created under the process's umask (mkstemp alone would make it 0600, and a
+    shared run folder unreadable to other users)."""
     fd, name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".part", dir=path.parent)
-    os.close(fd)
+    try:
+        os.fchmod(fd, 0o666 & ~_umask())
+    finally:
+        os.close(fd)
     return Path(name)
+
+
+def _umask() -> int:
+    """The process's umask, read without changing it (``os.umask`` sets it, which races with threads)."""
+    try:
+        with open("/proc/self/status", encoding="ascii") as fh:
+            for line in fh:
+                if line.startswith("Umask:"):
+                    return int(line.split()[1], 8)
+    except (OSError, ValueError):
+        pass
+    return 0o022
 
 
 def write_json(path: Path, obj: Any) -> Path:

@@ -8,6 +8,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal, Optional
 
+from s2core.runfolder.atomic import inside, tmp_path
 from s2core.runfolder.manifest import MANIFEST_NAME, load_manifest
 
 FileKind = Literal["geotiff", "stac", "manifest"]
@@ -26,14 +27,21 @@ class RunFile:
 
 
 def run_files(run_dir: Path) -> list[RunFile]:
-    """The manifest, then every output the manifest lists (GeoTIFFs and STAC items), that exists."""
+    """The manifest, then every output the manifest lists (GeoTIFFs and STAC items), that exists.
+
+    Only files inside the run folder are listed: a manifest entry that is absolute, climbs out with
+    ``..`` or resolves outside through a symlink is left out (so a zip can never hold such a path).
+    """
     run_dir = Path(run_dir)
+    root = run_dir.resolve()
     manifest = load_manifest(run_dir)
     out = [RunFile(run_dir / MANIFEST_NAME, MANIFEST_NAME, "manifest", None, "manifest",
                    (run_dir / MANIFEST_NAME).stat().st_size)]
     for acq in manifest.acquisitions:
         for role, rel in acq.outputs.items():
             path = run_dir / rel
+            if not inside(root, rel):
+                continue
             if path.is_file():
                 kind: FileKind = "stac" if path.suffix == ".json" else "geotiff"
                 out.append(RunFile(path, rel, kind, acq.id, role, path.stat().st_size))
@@ -48,7 +56,7 @@ def zip_run(run_dir: Path, dest: Optional[Path] = None) -> Path:
     """
     run_dir = Path(run_dir)
     dest = Path(dest) if dest else run_dir.parent / f"{run_dir.name}.zip"
-    tmp = dest.with_name(f".{dest.name}.{os.getpid()}.tmp")
+    tmp = tmp_path(dest)  # unique: two users zipping one run at once each get their own
     try:
         with zipfile.ZipFile(tmp, "w", allowZip64=True) as zf:
             for f in run_files(run_dir):

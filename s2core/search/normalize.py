@@ -70,10 +70,11 @@ def parse_datetime(props: Mapping[str, Any]) -> dt.datetime:
 
 
 def platform_code(props: Mapping[str, Any], item_id: str) -> str:
-    """``S2A``/``S2B``/``S2C``/``S2D`` from the ``platform`` property or the item id."""
+    """``S2A``/``S2B``/``S2C``/``S2D`` from the ``platform`` property or the item id; anything else is kept
+    as letters, digits and ``-`` only (it becomes part of a folder name)."""
     raw = str(props.get("platform") or "")
     m = re.search(r"2([A-D])", raw, re.I) or re.match(r"S2([A-D])", item_id)
-    return f"S2{m.group(1).upper()}" if m else (raw or "S2")
+    return f"S2{m.group(1).upper()}" if m else (re.sub(r"[^A-Za-z0-9-]+", "", raw)[:16] or "S2")
 
 
 def resolve_href(href: str, base: Optional[str]) -> str:
