@@ -288,3 +288,131 @@ class TilesServer:
                 self.proc.wait(timeout=10)
             except subprocess.TimeoutExpired:
                 self.proc.kill()
+
+
+class FaultServer:
+    """A Range-capable file server on loopback that injects faults, chosen by the first path segment.
+
+    ``/<mode>/<path>`` serves ``root/<path>`` with one of these behaviours (counted per mode and path):
+
+    ==============  =====================================================================================
+    ``ok``          plain file, Range honoured
+    ``once503``     the first request of each file gets 503, later ones are served
+    ``half500``     every other request (server-wide) gets 500 (alternating 500 and 503)
+    ``all503``      every request gets 503
+    ``once403``     the first request of each file gets 403 (an expired token), later ones are served
+    ``retry429``    the first request of each file gets 429 with ``Retry-After: 1``
+    ``truncated``   the file cut to its first 40 %: ranges past that get 416
+    ``corrupt``     every byte after the first 4 kB XOR 0x5A (the headers parse, the tiles do not)
+    ``html``        200 with an HTML page, whatever was asked
+    ``drip``        the answer trickles out at 50 bytes/s
+    ``stall``       never answers
+    ==============  =====================================================================================
+    """
+
+    MODES = ("ok", "once503", "half500", "all503", "once403", "retry429", "truncated", "corrupt", "html", "drip",
+             "stall")
+
+    def __init__(self, root: Path) -> None:
+        self.root = Path(root).resolve()
+        self.port = free_port()
+        self.lock = threading.Lock()
+        self.requests: dict[tuple[str, str], int] = {}
+        self.statuses: dict[str, list[int]] = {}
+        self._toggle = 0
+        server = self
+
+        async def app(scope: dict[str, Any], receive: Any, send: Any) -> None:
+            if scope["type"] != "http":
+                return
+            parts = scope["path"].lstrip("/").split("/", 1)
+            mode, rel = (parts + [""])[:2]
+            path = (self.root / rel).resolve()
+            headers = {k.decode().lower(): v.decode() for k, v in scope.get("headers") or []}
+            with server.lock:
+                n = server.requests.get((mode, rel), 0)
+                server.requests[(mode, rel)] = n + 1
+                server._toggle += 1
+                toggle = server._toggle
+
+            async def respond(status: int, body: bytes = b"", extra: Optional[dict[str, str]] = None,
+                              drip: bool = False) -> None:
+                server.statuses.setdefault(mode, []).append(status)
+                hdrs = [(b"content-length", str(len(body)).encode()), (b"accept-ranges", b"bytes")]
+                hdrs += [(k.encode(), v.encode()) for k, v in (extra or {}).items()]
+                await send({"type": "http.response.start", "status": status, "headers": hdrs})
+                if drip:
+                    for i in range(0, len(body), 5):
+                        await send({"type": "http.response.body", "body": body[i:i + 5], "more_body": True})
+                        await asyncio.sleep(0.1)
+                    await send({"type": "http.response.body", "body": b""})
+                else:
+                    await send({"type": "http.response.body", "body": body})
+
+            if mode not in self.MODES or not path.is_file() or not path.is_relative_to(self.root):
+                await respond(404, b"not found")
+                return
+            if mode == "stall":
+                await asyncio.sleep(3600)
+                return
+            if (mode == "once503" and n == 0) or mode == "all503":
+                await respond(503, b"Service Unavailable")
+                return
+            if mode == "half500" and toggle % 2:
+                await respond(500 if toggle % 4 == 1 else 503, b"Internal Server Error")
+                return
+            if mode == "once403" and n == 0:
+                await respond(403, b"AuthenticationFailed: Server failed to authenticate the request.")
+                return
+            if mode == "retry429" and n == 0:
+                await respond(429, b"Too Many Requests", {"retry-after": "1"})
+                return
+            if mode == "html":
+                await respond(200, b"<html><body><h1>Welcome to our portal</h1></body></html>",
+                              {"content-type": "text/html"})
+                return
+            data = path.read_bytes()
+            if mode == "truncated":
+                data = data[: int(len(data) * 0.4)]
+            elif mode == "corrupt":
+                data = data[:4096] + bytes(b ^ 0x5A for b in data[4096:])
+            rng = headers.get("range", "")
+            if rng.startswith("bytes="):
+                first, _, last = rng[6:].split(",")[0].partition("-")
+                start = int(first) if first else max(0, len(data) - int(last))
+                end = min(len(data) - 1, int(last)) if (first and last) else len(data) - 1
+                if start >= len(data):
+                    await respond(416, b"", {"content-range": f"bytes */{len(data)}"})
+                    return
+                await respond(206, data[start:end + 1], {"content-range": f"bytes {start}-{end}/{len(data)}"},
+                              drip=mode == "drip")
+                return
+            await respond(200, data, drip=mode == "drip")
+
+        config = uvicorn.Config(app, host="127.0.0.1", port=self.port, log_level="warning", lifespan="off",
+                                timeout_keep_alive=30)
+        self._server = uvicorn.Server(config)
+        self._thread = threading.Thread(target=self._server.run, daemon=True, name="fault-server")
+
+    @property
+    def url(self) -> str:
+        """Base URL, e.g. ``http://127.0.0.1:PORT``."""
+        return f"http://127.0.0.1:{self.port}"
+
+    def seen(self, mode: str) -> int:
+        """Requests the server answered under ``mode``."""
+        with self.lock:
+            return sum(n for (m, _), n in self.requests.items() if m == mode)
+
+    def __enter__(self) -> "FaultServer":
+        self._thread.start()
+        deadline = time.monotonic() + 15
+        while not self._server.started:
+            if time.monotonic() > deadline:
+                raise RuntimeError("fault server did not start")
+            time.sleep(0.02)
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self._server.should_exit = True
+        self._thread.join(timeout=5)

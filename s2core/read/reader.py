@@ -18,7 +18,7 @@ import threading
 import time
 import warnings
 from dataclasses import dataclass
-from typing import Any, Callable, Optional
+from typing import Any, Callable, Literal, Optional
 from urllib.parse import urlparse
 
 import numpy as np
@@ -43,7 +43,11 @@ GDAL_HTTP_OPTIONS: dict[str, Any] = {
     "GDAL_DISABLE_READDIR_ON_OPEN": "EMPTY_DIR",
     "GDAL_HTTP_MERGE_CONSECUTIVE_RANGES": "YES",
     "GDAL_HTTP_MULTIPLEX": "YES",
-    "GDAL_HTTP_MAX_RETRY": "0",  # s2core retries itself, within the deadline
+    # each HTTP request retries transient statuses itself (a read is many range requests: without this one
+    # 503 among them fails the whole read); s2core retries the whole read on top, within dl_timeout
+    "GDAL_HTTP_MAX_RETRY": "2",
+    "GDAL_HTTP_RETRY_DELAY": "0.5",
+    "GDAL_HTTP_RETRY_CODES": "408,425,429,500,502,503,504",
     "CPL_VSIL_CURL_USE_HEAD": "NO",
     "VSI_CACHE": "TRUE",
     "CPL_VSIL_NETWORK_STATS_ENABLED": "YES",
@@ -113,15 +117,67 @@ GDAL_FLAG_DOWNSAMPLING = {"first": Resampling.nearest, "flag_and": Resampling.ne
                           "flag_median_or": Resampling.mode}
 
 
-def _classify(exc: Exception) -> str:
-    msg = str(exc)
-    if "403" in msg or "401" in msg or "AuthenticationFailed" in msg or "Server failed to authenticate" in msg:
-        return "auth"
-    if "404" in msg or "No such file" in msg or "does not exist" in msg:
-        return "missing"
-    if "not recognized as" in msg or "not a supported file format" in msg or "TIFFReadDirectory" in msg:
-        return "corrupt"
-    return "transient"
+FailureKind = Literal["auth", "missing", "transient", "truncated", "corrupt", "not_raster", "refused"]
+
+#: HTTP statuses worth another attempt (request timeout, too early, too many requests, server errors).
+TRANSIENT_STATUSES = frozenset({408, 425, 429, 500, 502, 503, 504})
+_STATUS_RE = re.compile(r"HTTP response code: (\d{3})")
+_SHORT_RE = re.compile(r"got (\d+) bytes, expected (\d+)")
+_DECODE_RE = re.compile(r"Decod|IReadBlock failed|TIFFRead|TIFFFill|LZW|ZIP|Deflate|JPEG|OpenJPEG|opj_|"
+                        r"Corrupt|corrupt|Invalid tile|TIFFReadDirectory", re.I)
+CPLE_HTTP_RESPONSE = 11  # GDAL's error class of an HTTP status answer (CPLE_HttpResponseError)
+
+
+@dataclass(frozen=True)
+class ReadFailure:
+    """Why one read of an asset failed, from GDAL's error class and the HTTP status (not message text alone)."""
+
+    kind: FailureKind
+    status: Optional[int]
+    detail: str  #: the most specific message of the error chain (signed query strings removed)
+
+    @property
+    def retry(self) -> bool:
+        """Whether another attempt may succeed."""
+        return self.kind in ("auth", "transient", "truncated")
+
+
+def classify_failure(exc: BaseException) -> ReadFailure:
+    """Classify a failed read from the whole exception chain (rasterio wraps GDAL's CPLE errors)."""
+    chain: list[BaseException] = []
+    x: Optional[BaseException] = exc
+    while x is not None and len(chain) < 10:
+        chain.append(x)
+        x = x.__cause__ or x.__context__
+    messages = [str(e) for e in chain if str(e)]
+    text = " | ".join(messages)
+    status = next((int(m.group(1)) for m in map(_STATUS_RE.search, messages) if m), None)
+    http = status is not None or any(getattr(e, "errno", None) == CPLE_HTTP_RESPONSE for e in chain)
+    detail = _short_text(messages[-1] if messages else repr(exc))
+    if status is not None:
+        if status in (401, 403):
+            return ReadFailure("auth", status, detail)
+        if status in (404, 410):
+            return ReadFailure("missing", status, detail)
+        if status == 416:  # a range past the end: the file is shorter than its own header says
+            return ReadFailure("truncated", status, detail)
+        if status in TRANSIENT_STATUSES:
+            return ReadFailure("transient", status, detail)
+        return ReadFailure("refused", status, detail)
+    if "not recognized as being in a supported file format" in text or "not a supported file format" in text:
+        return ReadFailure("not_raster", None, detail)
+    if "No such file" in text or "does not exist" in text:
+        return ReadFailure("missing", None, detail)
+    if _SHORT_RE.search(text):
+        return ReadFailure("truncated", None, _short_text(_SHORT_RE.search(text).group(0)))
+    if not http and _DECODE_RE.search(text):
+        return ReadFailure("corrupt", None, detail)
+    return ReadFailure("transient", None, detail)  # connection reset, refused, DNS, curl timeouts
+
+
+def _short_text(text: str) -> str:
+    text = text.replace("\n", " ")
+    return re.sub(r"\?[^\s'\"]*", "?…", text)[:200] if "?" in text else text[:200]
 
 
 def _run_with_deadline(fn: Callable[[], Any], seconds: float, name: str) -> Any:
@@ -147,11 +203,13 @@ def _run_with_deadline(fn: Callable[[], Any], seconds: float, name: str) -> Any:
 def _warp(href: str, grid: Grid, resampling: str, is_class: bool, http_timeout: float,
           downsampling: str = "mean", flag_downsampling: str = "first", band: int = 1,
           zero_is_data: bool = False, as_dn: bool = False,
-          cache: Optional[tuple[BlockRowCache, str]] = None) -> np.ndarray:
+          cache: Optional[tuple[BlockRowCache, str]] = None, fresh: bool = False) -> np.ndarray:
     # Remote: no directory listing (sidecar probing costs requests). Local: sidecars such
     # as .aux.xml may carry the georeferencing, so GDAL may look for them.
     env = dict(GDAL_HTTP_OPTIONS) if "://" in href else {"CPL_VSIL_NETWORK_STATS_ENABLED": "YES",
                                                          "GDAL_NUM_THREADS": "ALL_CPUS"}  # JPEG2000 tiles in parallel
+    if fresh and "://" in href:  # a retry: past answers (a 503, a stale length) must not come from GDAL's cache
+        env["CPL_VSIL_CURL_NON_CACHED"] = "/vsicurl/" + href
     env["GDAL_HTTP_TIMEOUT"] = str(max(1, math.ceil(http_timeout)))
     env["GDAL_HTTP_CONNECTTIMEOUT"] = str(max(1, math.ceil(min(http_timeout, 15.0))))
     with rasterio.Env(**env), warnings.catch_warnings():
@@ -422,19 +480,27 @@ def read_to_grid(
     what = label or href
     start = time.monotonic()
     force_sign = False
-    last: Optional[Exception] = None
+    last: Optional[ReadFailure] = None
+    attempts = 0
     for attempt in range(policy.max_retries + 1):
         remaining = policy.timeout - (time.monotonic() - start)
         if remaining <= 0:
             break
         signed = sign(href, force=force_sign)
+        attempts += 1
         try:
             return _run_with_deadline(
                 lambda: _warp(signed, grid, resampling, is_class, remaining, downsampling, flag_downsampling, band,
-                              zero_is_data, as_dn, (cache, href) if cache is not None else None),
+                              zero_is_data, as_dn, (cache, href) if cache is not None else None, fresh=attempt > 0),
                 remaining, f"read {what}"
             )
         except TimeoutError:
+            if last is not None:  # the deadline ended a retry: say what the earlier attempts met
+                raise AssetTimeout(
+                    f"Reading {what} from {_redact(href)} did not succeed within dl_timeout={policy.timeout:g} s: "
+                    f"{_describe(last)} on {attempts - 1} attempt(s), then no answer in time; the server "
+                    f"{_host(href)} is failing: retry later, or raise dl_timeout."
+                ) from None
             raise AssetTimeout(
                 f"Reading {what} took longer than dl_timeout={policy.timeout:g} s (server {_host(href)} too slow "
                 "or not answering): raise dl_timeout, or retry later."
@@ -442,26 +508,50 @@ def read_to_grid(
         except AssetReadError:
             raise
         except (RasterioIOError, RasterioError, OSError) as exc:
-            kind = _classify(exc)
-            last = exc
-            if kind in ("missing", "corrupt"):
-                raise AssetReadError(
-                    f"Cannot read {what} from {_redact(href)}: "
-                    + ("the file does not exist (404)" if kind == "missing" else "the file is corrupt or not a raster")
-                    + f" ({_short(exc)})."
-                ) from exc
-            force_sign = kind == "auth"
+            last = classify_failure(exc)
+            if not last.retry or (last.kind == "truncated" and attempt >= 1):
+                raise AssetReadError(_failure_message(what, href, last, attempts)) from exc
+            force_sign = last.kind == "auth"
             if attempt < policy.max_retries:
-                delay = min(policy.backoff * (2**attempt) * (0.5 + random.random()), max(0.0, remaining - 0.5))
-                log.warning("read %s failed (%s), retry %d/%d in %.1fs", what, _short(exc), attempt + 1, policy.max_retries, delay)
+                delay = policy.backoff * (2**attempt) * (0.5 + random.random())
+                if last.status == 429:  # too many requests: the server asked for a pause (Retry-After ≥ 1 s)
+                    delay = max(delay, 1.0)
+                delay = min(delay, max(0.0, policy.timeout - (time.monotonic() - start) - 0.5))
+                log.warning("read %s failed (%s), retry %d/%d in %.1fs", what, _describe(last), attempt + 1,
+                            policy.max_retries, delay)
                 if delay > 0:
                     time.sleep(delay)
     if last is None:
         raise AssetTimeout(f"Reading {what} took longer than dl_timeout={policy.timeout:g} s: raise dl_timeout.")
-    raise AssetReadError(
-        f"Cannot read {what} from {_redact(href)} after {policy.max_retries + 1} attempts ({_short(last)}): "
-        "check the network or the catalog's asset URLs."
-    ) from last
+    raise AssetReadError(_failure_message(what, href, last, attempts))
+
+
+def _describe(f: ReadFailure) -> str:
+    return f"HTTP {f.status}" if f.status is not None else f.detail
+
+
+def _failure_message(what: str, href: str, f: ReadFailure, attempts: int) -> str:
+    """One sentence: what failed, why (the real status), how often it was tried, and what to do."""
+    where = f"{what} from {_redact(href)}"
+    tries = f"{attempts} attempt(s)"
+    if f.kind == "missing":
+        return f"Cannot read {where}: the file does not exist ({_describe(f)}): check the catalog's asset URLs."
+    if f.kind == "not_raster":
+        return (f"Cannot read {where}: the server's answer is not a raster (an error or login page?): "
+                "check the catalog's asset URLs and access.")
+    if f.kind == "corrupt":
+        return (f"Cannot read {where}: the file is corrupt (it cannot be decoded: {f.detail}): "
+                "the copy on the server is damaged; report it to the catalog or retry later.")
+    if f.kind == "truncated":
+        return (f"Cannot read {where}: the file is truncated ({f.detail}) on {tries}: the copy on the server is "
+                "incomplete; retry later or report it to the catalog.")
+    if f.kind == "auth":
+        return (f"Cannot read {where}: access refused ({_describe(f)}) on {tries}, re-signing included: "
+                "check pc_key / the catalog's credentials.")
+    if f.kind == "refused":
+        return f"Cannot read {where}: the server refused it ({_describe(f)}): check the catalog's asset URLs."
+    return (f"Cannot read {where}: {_describe(f)} on {tries} within dl_timeout (each HTTP request retried too): "
+            f"the server {_host(href)} is failing or unreachable; retry later or raise --max-retries.")
 
 
 def _host(href: str) -> str:
@@ -472,9 +562,3 @@ def _redact(href: str) -> str:
     """Drop query strings (SAS tokens) from hrefs shown to users."""
     return href.split("?", 1)[0]
 
-
-def _short(exc: Exception) -> str:
-    text = str(exc).replace("\n", " ")
-    if "?" in text:  # signed URLs inside GDAL messages
-            text = re.sub(r"\?[^\s'\"]*", "?…", text)
-    return text[:200]
