@@ -20,7 +20,7 @@ from s2core.model.aoi import AOI, parse_aoi
 from s2core.model.bands import L2A_BANDS
 from s2core.run.cluster import parse_scheduler
 from s2core.errors import InvalidAOI, InvalidParameter, S2CoreError
-from s2core.plan import plan
+from s2core.planner import plan
 from s2core.masks.registry import registered_cards
 from s2core.model.request import MaskOptions, PreprocessRequest, field_choices, field_default
 from s2core.run.request import make_request
@@ -182,6 +182,7 @@ def _request() -> PreprocessRequest:
         dl_timeout=dl_timeout, pc_key=pc_key, masks=masks, upsampling=upsampling, downsampling=downsampling,
         flag_downsampling=flag_downsampling, crs=crs or None, output_format=output_format or "COG",
         land_sea_mask=land_sea_mask, cloud_mask=cloud_nodata,
+        restricted=True,  # a shared server: catalogs, hosts and paths follow the deployment's policy
     )
 
 

@@ -5,7 +5,7 @@ Public API (imported lazily: ``import s2core`` loads nothing heavy)::
     from s2core import make_request, preprocess, plan, predict, CancelToken
 
 Stages (each a subpackage; README's architecture section gives the import rule of each):
-``model`` (values) → ``runfolder`` (the on-disk contract) → ``search`` (catalogs) → ``plan`` →
+``model`` (values) → ``runfolder`` (the on-disk contract) → ``search`` (catalogs) → ``planner`` →
 ``read`` → ``write`` → ``stack`` → ``masks`` → ``run`` (one acquisition, runs, Dask, jobs).
 """
 
@@ -23,7 +23,7 @@ _EXPORTS: dict[str, str] = {
     "S2CoreError": "s2core.errors",
     "Manifest": "s2core.runfolder.manifest",
     "load_manifest": "s2core.runfolder.manifest",
-    "plan": "s2core.plan",
+    "plan": "s2core.planner",
     "preprocess": "s2core.run.preprocess",
     "preprocess_batch": "s2core.run.batch",
     "split_features": "s2core.run.batch",
@@ -43,7 +43,7 @@ if TYPE_CHECKING:  # pragma: no cover
     from s2core.masks.predict import Prediction, predict
     from s2core.model.aoi import AOI, parse_aoi
     from s2core.model.request import MaskOptions, PreprocessRequest
-    from s2core.plan import plan
+    from s2core.planner import plan
     from s2core.progress import CancelToken, ProgressEvent
     from s2core.run.batch import preprocess_batch, split_features
     from s2core.run.preprocess import preprocess

@@ -5,15 +5,18 @@ from __future__ import annotations
 import argparse
 import logging
 import os
+import signal
 import sys
+import threading
 from typing import Optional, Sequence
 
 from tqdm import tqdm
 
-from s2core.errors import Cancelled, InvalidParameter, S2CoreError
+from s2core.errors import InvalidParameter, S2CoreError
 from s2core.progress import CancelToken, ProgressEvent
 from s2core.model.request import MaskOptions, field_choices, field_default
 from s2core.run.request import make_request
+from s2core.runfolder.manifest import new_run_id
 from s2core.settings import get_settings
 
 log = logging.getLogger("s2core")
@@ -58,6 +61,8 @@ def _add_preprocess_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--max-cloud-cover", type=float, default=None, help="skip items above this eo:cloud_cover (percent)")
     p.add_argument("--dl-timeout", type=float, default=_default("dl_timeout"),
                    help="seconds allowed for reading one asset, retries included (default %(default)s)")
+    p.add_argument("--search-timeout", type=float, default=_default("search_timeout"),
+                   help="seconds allowed for the whole STAC search, retries and pages included (default %(default)s)")
     p.add_argument("--max-retries", type=int, default=_default("max_retries"),
                    help="retries of a failing read (default %(default)s)")
     p.add_argument("--read-workers", type=int, default=_default("read_workers"),
@@ -130,7 +135,7 @@ def _params(args: argparse.Namespace) -> dict[str, object]:
         flag_downsampling=args.flag_downsampling, crs=args.crs, output_format=args.output_format,
         min_tile_cover=args.min_tile_cover,
         max_tiles_per_time=args.max_tiles_per_time, max_cloud_cover=args.max_cloud_cover,
-        dl_timeout=args.dl_timeout, max_retries=args.max_retries, read_workers=args.read_workers,
+        dl_timeout=args.dl_timeout, search_timeout=args.search_timeout, max_retries=args.max_retries, read_workers=args.read_workers,
         max_aoi_km2=args.max_aoi_km2,
     )
 
@@ -144,7 +149,8 @@ def _request_from_args(args: argparse.Namespace, **override: object):  # noqa: A
     missing = [f"--{k}" for k in ("aoi", "start", "end") if getattr(args, k) in (None, "")]
     if missing:
         raise InvalidParameter(f"{', '.join(missing)} missing: give them, or --input with local SAFE products.")
-    kwargs: dict[str, object] = dict(aoi=args.aoi, run_id=args.run_id)
+    # the run id is fixed here, so that an interrupted run can be named to resume it
+    kwargs: dict[str, object] = dict(aoi=args.aoi, run_id=args.run_id or new_run_id())
     kwargs.update(override)
     return make_request(
         aoi=kwargs["aoi"], start=args.start, end=args.end, catalog=args.catalog, run_id=kwargs["run_id"],
@@ -185,7 +191,10 @@ def cmd_preprocess(args: argparse.Namespace) -> int:
         manifest = preprocess(request, progress=bar, cancel=cancel, scheduler=args.scheduler, workers=args.workers)
     except KeyboardInterrupt:
         cancel.cancel()
-        raise Cancelled("Interrupted: outputs already completed are kept.") from None
+        bar.close()
+        print(f"error: interrupted: run {request.run_id} keeps its completed acquisitions; the same command with "
+              f"--run-id {request.run_id} resumes it.", file=sys.stderr)
+        return 130
     finally:
         bar.close()
     return _summary(request, manifest)
@@ -194,8 +203,6 @@ def cmd_preprocess(args: argparse.Namespace) -> int:
 def _cmd_batch(args: argparse.Namespace) -> int:
     """One run per feature of a FeatureCollection, planned together."""
     from s2core.run.batch import split_features  # lazy: a command loads its stage only when it runs (--help and usage errors stay instant)
-    from s2core.runfolder.manifest import new_run_id  # lazy: a command loads its stage only when it runs (--help and usage errors stay instant)
-
     base = args.run_id or new_run_id()
     requests = [_request_from_args(args, aoi=geom, run_id=f"{base}-{name}") for name, geom in split_features(args.aoi)]
     return _run_all(args, requests)
@@ -259,7 +266,7 @@ def _summary(request, manifest) -> int:  # noqa: ANN001
 
 def cmd_search(args: argparse.Namespace) -> int:
     """List the acquisitions a run would use, and the skipped ones, without reading pixels."""
-    from s2core.plan import plan  # lazy: a command loads its stage only when it runs (--help and usage errors stay instant)
+    from s2core.planner import plan  # lazy: a command loads its stage only when it runs (--help and usage errors stay instant)
 
     requests = _safe_requests(args, ("start", "end")) if args.input else [_request_from_args(args)]
     for request in requests:
@@ -326,6 +333,10 @@ def _add_global_args(p: argparse.ArgumentParser, default: object) -> None:
     p.add_argument("-q", "--quiet", action="store_true", default=default, help="no progress bar")
 
 
+def _interrupt(signum: int, frame: object) -> None:
+    raise KeyboardInterrupt(f"signal {signum}")
+
+
 def main(argv: Optional[Sequence[str]] = None) -> int:
     """Entry point; returns the exit code (0 ok, 1 partial run, 2 error)."""
     try:
@@ -334,6 +345,8 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     args = parser.parse_args(argv)
+    if threading.current_thread() is threading.main_thread():
+        signal.signal(signal.SIGTERM, _interrupt)  # a service manager's stop ends the run like Ctrl-C
     # GDAL reads this once, at its first block: each block of a run is read once, so a small cache
     # costs no time and keeps a whole-tile run's memory down (the user's own setting wins)
     os.environ.setdefault("GDAL_CACHEMAX", CLI_GDAL_CACHE_MB)
@@ -342,7 +355,10 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     if not args.verbose:
         # failures reach the user once, through the summary or the one-line error
         logging.getLogger("s2core").setLevel(logging.CRITICAL)
-        logging.getLogger("rasterio").setLevel(logging.ERROR)
+        logging.getLogger("rasterio").setLevel(logging.CRITICAL)  # GDAL's own lines: the outcome is reported
+        logging.getLogger("urllib3").setLevel(logging.ERROR)
+        # GDAL's worker threads print their errors themselves (e.g. libtiff's "No space left on device")
+        os.environ.setdefault("CPL_LOG", os.devnull)  # its "Retrying (...)" lines: the outcome is reported
         # Dask's own INFO chatter (this process, and worker processes through the environment)
         logging.getLogger("distributed").setLevel(logging.ERROR)
         os.environ.setdefault("DASK_LOGGING__DISTRIBUTED", "error")

@@ -89,3 +89,19 @@ class ModelBandsMissing(ModelError):
 
 class InvalidProduct(S2CoreError):
     """A local Sentinel-2 product (SAFE folder or zip) that is missing, incomplete or corrupt."""
+
+
+class RunInUse(S2CoreError):
+    """Another live process is writing the run folder (same run id at once)."""
+
+
+class OutputWriteError(S2CoreError):
+    """An output could not be written completely (disk full, permissions, a failing disk)."""
+
+
+class DiskFull(OutputWriteError):
+    """Not enough free space for an acquisition's outputs."""
+
+
+class PolicyViolation(InvalidParameter):
+    """A catalog, host or path that this deployment's access policy does not allow."""

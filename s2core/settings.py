@@ -19,6 +19,7 @@ from pydantic import AliasChoices, Field, SecretStr, ValidationError
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from s2core.errors import InvalidSetting
+from s2core.model.policy import DEFAULT_ASSET_HOSTS, DEFAULT_STAC_HOSTS, AccessPolicy
 
 
 class Settings(BaseSettings):
@@ -37,6 +38,24 @@ class Settings(BaseSettings):
                                        description="folder of model cards and ONNX files (default: models/)")
     pc_key: Optional[SecretStr] = Field(None, validation_alias=AliasChoices("PC_SDK_SUBSCRIPTION_KEY"),
                                         description="Planetary Computer key for the CLI (never logged)")
+    # --- access policy of restricted runs (the app) ---------------------------------------
+    allowed_stac_hosts: str = Field(",".join(DEFAULT_STAC_HOSTS), validation_alias="S2_ALLOWED_STAC_HOSTS",
+                                    description="comma-separated STAC API hosts the app may search (* wildcards)")
+    allowed_asset_hosts: str = Field(",".join(DEFAULT_ASSET_HOSTS), validation_alias="S2_ALLOWED_ASSET_HOSTS",
+                                     description="comma-separated hosts the app may read assets from (* wildcards)")
+    catalog_roots: str = Field("", validation_alias="S2_CATALOG_ROOTS",
+                               description="folders (separated by the OS path separator) under which the app may "
+                                           "read local catalogs, SAFE products and their assets; empty: none")
+
+    def access_policy(self, restricted: bool) -> AccessPolicy:
+        """The access policy of a run: everything for the CLI and the Python API, these settings for the app."""
+        if not restricted:
+            return AccessPolicy()
+        split = [h.strip() for h in self.allowed_stac_hosts.split(",") if h.strip()]
+        assets = [h.strip() for h in self.allowed_asset_hosts.split(",") if h.strip()]
+        roots = [Path(r).expanduser() for r in self.catalog_roots.split(os.pathsep) if r.strip()]
+        return AccessPolicy(True, tuple(split), tuple(assets), tuple(roots))
+
     # --- the app -------------------------------------------------------------------------
     runs_dir: Path = Field(Path("runs"), validation_alias="S2_RUNS_DIR", description="where runs are written and listed")
     tiles_host: str = Field("127.0.0.1", validation_alias="S2_TILES_HOST",

@@ -307,11 +307,12 @@ class FaultServer:
     ``html``        200 with an HTML page, whatever was asked
     ``drip``        the answer trickles out at 50 bytes/s
     ``stall``       never answers
+    ``redirect``    302 to the same file under ``ok`` on ``localhost`` (another host name for the same server)
     ==============  =====================================================================================
     """
 
     MODES = ("ok", "once503", "half500", "all503", "once403", "retry429", "truncated", "corrupt", "html", "drip",
-             "stall")
+             "stall", "redirect")
 
     def __init__(self, root: Path) -> None:
         self.root = Path(root).resolve()
@@ -354,6 +355,9 @@ class FaultServer:
                 return
             if mode == "stall":
                 await asyncio.sleep(3600)
+                return
+            if mode == "redirect":
+                await respond(302, b"", {"location": f"http://localhost:{server.port}/ok/{rel}"})
                 return
             if (mode == "once503" and n == 0) or mode == "all503":
                 await respond(503, b"Service Unavailable")

@@ -46,11 +46,19 @@ def test_light_imports_load_no_processing_library(module: str, forbidden: tuple[
     assert not loaded & set(forbidden), f"import {module} loads {sorted(loaded & set(forbidden))}"
 
 
-def test_public_api_names_resolve():
+def test_public_api_names_resolve_even_after_every_submodule_is_imported():
+    """A submodule named like a public name (s2core/plan.py vs s2core.plan) would shadow it once imported."""
+    import importlib
+    import pkgutil
+    import types
+
     import s2core
 
+    for mod in pkgutil.walk_packages(s2core.__path__, "s2core."):
+        importlib.import_module(mod.name)
     for name in s2core.__all__:
-        assert getattr(s2core, name) is not None, name
+        value = getattr(s2core, name)
+        assert value is not None and not isinstance(value, types.ModuleType), f"s2core.{name} is a module"
     with pytest.raises(AttributeError):
         getattr(s2core, "no_such_name")
 

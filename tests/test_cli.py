@@ -31,11 +31,14 @@ def test_preprocess_writes_run_and_prints_where(tmp_path: Path):
     assert f"written to {tmp_path / 'out' / 'cli-run'}" in res.stdout
     manifest = json.loads((tmp_path / "out" / "cli-run" / "manifest.json").read_text())
     assert [a["id"] for a in manifest["acquisitions"]] == ["20230813_S2B_R122", "20230815_S2A_R079"]
-    # the same run id again is refused, nothing overwritten
+    # the same run id with other parameters is refused, nothing overwritten
+    raster = tmp_path / "out" / "cli-run" / "20230813_S2B_R122" / "raster.tif"
+    stamp = raster.stat().st_mtime_ns
     again = _cli("preprocess", "--aoi", str(aoi_file), "--start", "2023-08-13", "--end", "2023-08-15",
                  "--catalog", str(MAPCHETE_CATALOG), "--out", str(tmp_path / "out"), "--bands", "B04",
                  "--run-id", "cli-run")
-    assert again.returncode == 2 and "already holds a run" in again.stderr
+    assert again.returncode == 2 and "other parameters (bands)" in again.stderr, again.stderr
+    assert raster.stat().st_mtime_ns == stamp
 
 
 @needs_shared

@@ -20,6 +20,7 @@ from titiler.core.errors import BadRequestError, add_exception_handlers
 from titiler.core.factory import ColorMapFactory
 
 import s2core
+from s2core.runfolder.lifecycle import effective_status
 from s2core.runfolder.stats import mask_agreement as stats_agreement
 from tiles_server.factory import RunLayerTilerFactory, store_of
 from tiles_server.layers import LAYERS
@@ -55,7 +56,7 @@ def _run_doc(entry: RunEntry) -> dict[str, Any]:
         })
     masks = m.parameters.get("masks") or {}
     return {
-        "run_id": entry.run_id, "status": m.status, "created": m.created, "finished": m.finished,
+        "run_id": entry.run_id, "status": effective_status(entry.folder, m.status), "created": m.created, "finished": m.finished,
         "bounds": list(entry.bounds) if entry.bounds else None,
         "bands": bands, "resolution": m.parameters.get("resolution"),
         "cloud_model": masks.get("cloud_model"), "shadow_model": masks.get("shadow_model"),

@@ -12,7 +12,7 @@ from s2core.errors import S2CoreError
 
 log = logging.getLogger(__name__)
 
-STATUS_ICONS = {"completed": "✅", "partial": "⚠️", "failed": "❌", "cancelled": "⏹️", "running": "⏳",
+STATUS_ICONS = {"completed": "✅", "partial": "⚠️", "failed": "❌", "cancelled": "⏹️", "running": "⏳", "interrupted": "⏸️",
                 "pending": "•", "skipped": "↷"}
 
 

@@ -85,3 +85,21 @@ def to_reflectance_dn(values: np.ndarray, offset: float, out: Optional[np.ndarra
         tmp[np.isnan(v)] = 0
         flat_out[i:i + _CHUNK] = tmp
     return out
+
+
+#: Surface or TOA reflectance above this is physically impossible (bright clouds and snow stay near 1).
+MAX_PLAUSIBLE_REFLECTANCE = 1.5
+#: A band with more than this share of its valid pixels above :data:`MAX_PLAUSIBLE_REFLECTANCE` is corrupt.
+MAX_IMPLAUSIBLE_SHARE = 0.10
+_SAMPLE = 1 << 20
+
+
+def implausible_share(dn: np.ndarray) -> float:
+    """The share of valid pixels (DN ≠ 0) of a uint16 ``reflectance × 10000`` array whose reflectance is above
+    :data:`MAX_PLAUSIBLE_REFLECTANCE`, estimated on an even sample of at most about a million pixels."""
+    flat = dn.reshape(-1)
+    sample = flat[:: max(1, flat.size // _SAMPLE)]
+    valid = np.count_nonzero(sample)
+    if not valid:
+        return 0.0
+    return np.count_nonzero(sample > MAX_PLAUSIBLE_REFLECTANCE * 10000) / valid

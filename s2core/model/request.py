@@ -115,9 +115,13 @@ class PreprocessRequest(BaseModel):
     max_cloud_cover: Optional[float] = Field(None, ge=0, le=100)
     pc_key: Optional[SecretStr] = None
     dl_timeout: float = Field(120.0, gt=0, le=86400, description="seconds for reading one asset, retries included")
+    search_timeout: float = Field(60.0, gt=0, le=3600, description="seconds for the whole STAC search, retries "
+                                                                   "and pages included")
     max_retries: int = Field(3, ge=0, le=10)
     read_workers: int = Field(8, ge=1, le=64)
     max_aoi_km2: float = Field(DEFAULT_MAX_AOI_KM2, gt=0, le=1e7)
+    restricted: bool = Field(False, description="apply the deployment's access policy to catalogs and assets "
+                                                "(s2core.settings; the app sets it)")
     masks: Optional[MaskOptions] = Field(None, description="cloud/shadow masking (None: preprocessing only)")
     land_sea_mask: Literal["none", "land", "sea"] = Field(
         "none", description="set land (land) or sea (sea) pixels to NoData: 1 km global land mask, coast refined "

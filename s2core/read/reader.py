@@ -18,7 +18,7 @@ import threading
 import time
 import warnings
 from dataclasses import dataclass
-from typing import Any, Callable, Literal, Optional
+from typing import Any, Literal, Optional
 from urllib.parse import urlparse
 
 import numpy as np
@@ -30,6 +30,7 @@ from rasterio.errors import NotGeoreferencedWarning, RasterioError, RasterioIOEr
 from rasterio.warp import reproject
 from scipy import ndimage
 
+from s2core.deadline import run_with_deadline
 from s2core.model.scene import Signer, no_signing
 from s2core.errors import AssetReadError, AssetTimeout
 from s2core.read.gdal_mem import open_array
@@ -178,26 +179,6 @@ def classify_failure(exc: BaseException) -> ReadFailure:
 def _short_text(text: str) -> str:
     text = text.replace("\n", " ")
     return re.sub(r"\?[^\s'\"]*", "?…", text)[:200] if "?" in text else text[:200]
-
-
-def _run_with_deadline(fn: Callable[[], Any], seconds: float, name: str) -> Any:
-    """Run ``fn`` in a daemon thread and give up waiting after ``seconds``."""
-    box: dict[str, Any] = {}
-
-    def target() -> None:
-        try:
-            box["value"] = fn()
-        except BaseException as exc:  # noqa: BLE001 - handed back to the caller
-            box["error"] = exc
-
-    thread = threading.Thread(target=target, name=name, daemon=True)
-    thread.start()
-    thread.join(seconds)
-    if thread.is_alive():
-        raise TimeoutError
-    if "error" in box:
-        raise box["error"]
-    return box["value"]
 
 
 def _warp(href: str, grid: Grid, resampling: str, is_class: bool, http_timeout: float,
@@ -489,7 +470,7 @@ def read_to_grid(
         signed = sign(href, force=force_sign)
         attempts += 1
         try:
-            return _run_with_deadline(
+            return run_with_deadline(
                 lambda: _warp(signed, grid, resampling, is_class, remaining, downsampling, flag_downsampling, band,
                               zero_is_data, as_dn, (cache, href) if cache is not None else None, fresh=attempt > 0),
                 remaining, f"read {what}"

@@ -31,7 +31,7 @@ from s2core.runfolder.stac_items import acquisition_item
 from s2core.stack.land_sea import SeaMask
 from s2core.stack.stacking import StackResult, stack_strips, strips
 from s2core.write.cloud_nodata import blank_raster
-from s2core.write.cog import cog_strip_writer, write_cog
+from s2core.write.cog import check_free_space, cog_strip_writer, write_cog
 from s2core.write.formats import GEOTIFF_DRIVERS, convert_raster
 
 log = logging.getLogger(__name__)
@@ -66,9 +66,10 @@ def process_acquisition(
         progress(ProgressEvent("read", lo + (hi - lo) * read_share * done / total,
                                f"{acquisition.date}: read {label} ({done}/{total})", acquisition.id))
 
-    if not valid_id(acquisition.id):  # ids are built from sanitised parts (s2core.plan); never a path
-        raise S2CoreError(f"Acquisition id {acquisition.id!r} is not a folder name: it was not built by s2core.plan.")
+    if not valid_id(acquisition.id):  # ids are built from sanitised parts (s2core.planner); never a path
+        raise S2CoreError(f"Acquisition id {acquisition.id!r} is not a folder name: it was not built by s2core.planner.")
     folder = run_dir / acquisition.id
+    check_free_space(run_dir, estimated_bytes(request, grid))  # before reading: fail early, never half-write
     common = _common_tags(request, acquisition)
 
     def on_write() -> None:
@@ -122,6 +123,18 @@ def _record(acquisition: Acquisition, stack: StackResult, mask_result: Optional[
         cloud_nodata_fraction=None if blanked is None else round(blanked, 6),
         seconds=round(seconds, 3),
     )
+
+
+def estimated_bytes(request: PreprocessRequest, grid: Grid) -> int:
+    """About how many bytes an acquisition's outputs take while they are written (DEFLATE'd COGs with
+    overviews, masks, the uncompressed scratch file of the raster): used to refuse early on a full disk."""
+    pixels = grid.width * grid.height
+    raster = pixels * len(request.bands) * 2
+    # the COG, its masks, and the band-interleaved scratch GeoTIFF the raster is streamed to (uncompressed)
+    total = raster * 0.8 + pixels * (1.0 if request.masks is not None else 0.4) + raster
+    if request.output_format not in GEOTIFF_DRIVERS:
+        total += raster  # raster.<ext> beside the COG, usually uncompressed
+    return int(total)
 
 
 def _common_tags(request: PreprocessRequest, acquisition: Acquisition) -> dict[str, str]:

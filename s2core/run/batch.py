@@ -10,7 +10,7 @@ from typing import Any, Optional
 
 from s2core.errors import Cancelled, InvalidAOI, S2CoreError
 from s2core.model.request import PreprocessRequest
-from s2core.plan import open_request_catalog
+from s2core.planner import open_request_catalog
 from s2core.progress import CancelToken, ProgressCallback, null_progress, scaled
 from s2core.run.preprocess import preprocess, run_on_scheduler
 from s2core.run.recorder import RunState

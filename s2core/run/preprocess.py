@@ -14,7 +14,7 @@ from typing import Optional
 
 from s2core.errors import Cancelled, S2CoreError
 from s2core.model.request import PreprocessRequest
-from s2core.plan import open_request_catalog
+from s2core.planner import open_request_catalog
 from s2core.progress import CancelToken, ProgressCallback, ProgressEvent, null_progress
 from s2core.read import netstats
 from s2core.run.acquisition import process_acquisition

@@ -6,6 +6,7 @@ import json
 from dataclasses import dataclass
 from pathlib import Path
 
+from s2core.runfolder.lifecycle import effective_status
 from s2core.runfolder.manifest import MANIFEST_NAME
 
 
@@ -37,7 +38,7 @@ def list_runs(root: Path) -> list[RunSummary]:
             doc = json.loads(manifest.read_text(encoding="utf-8"))
             acqs = doc.get("acquisitions", [])
             out.append(RunSummary(
-                run_id=str(doc["run_id"]), status=str(doc.get("status", "?")), created=str(doc.get("created", "")),
+                run_id=str(doc["run_id"]), status=effective_status(folder, str(doc.get("status", "?"))), created=str(doc.get("created", "")),
                 completed=sum(a.get("status") == "completed" for a in acqs),
                 failed=sum(a.get("status") == "failed" for a in acqs), path=manifest.parent,
             ))

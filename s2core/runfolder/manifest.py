@@ -14,7 +14,7 @@ from s2core.runfolder.atomic import write_json
 #: The file name of a run's manifest, in the run folder.
 MANIFEST_NAME = "manifest.json"
 
-RunStatus = Literal["running", "completed", "partial", "failed", "cancelled"]
+RunStatus = Literal["running", "completed", "partial", "failed", "cancelled", "interrupted"]
 
 
 class AcquisitionRecord(BaseModel):
@@ -64,6 +64,7 @@ class Manifest(BaseModel):
     bytes_read: Optional[int] = None
     http_requests: Optional[int] = None
     error: Optional[str] = None
+    resumed: list[str] = Field(default_factory=list, description="acquisitions kept from an earlier run of this id")
 
     def output_path(self, acquisition_id: str, role: str) -> Optional[str]:
         """The relative path of one output, if it exists."""

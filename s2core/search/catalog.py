@@ -18,8 +18,12 @@ from urllib.parse import urlparse
 import requests
 from pystac_client import Client
 from pystac_client.exceptions import APIError
+from pystac_client.stac_api_io import StacApiIO
+from urllib3.util.retry import Retry
 
-from s2core.errors import CatalogResponseError, CatalogUnreachable, NoItemsFound
+from s2core.deadline import run_with_deadline
+from s2core.errors import CatalogResponseError, CatalogUnreachable, NoItemsFound, PolicyViolation
+from s2core.model.policy import AccessPolicy
 from s2core.model.aoi import AOI
 from s2core.model.scene import Scene, Signer, no_signing
 from s2core.search.normalize import resolve_href, scene_from_item
@@ -29,6 +33,8 @@ log = logging.getLogger(__name__)
 PC_STAC_URL = "https://planetarycomputer.microsoft.com/api/stac/v1"
 EARTH_SEARCH_URL = "https://earth-search.aws.element84.com/v1"
 DEFAULT_COLLECTION = "sentinel-2-l2a"
+#: HTTP statuses a search request is retried on (with back-off, honouring Retry-After).
+TRANSIENT_HTTP = (408, 425, 429, 500, 502, 503, 504)
 
 
 # --- signing ----------------------------------------------------------------------------
@@ -111,25 +117,54 @@ class StacApiCatalog:
         signer: Signer = no_signing,
         timeout: float = 60.0,
         name: Optional[str] = None,
+        deadline: Optional[float] = None,
+        policy: AccessPolicy = AccessPolicy(),
     ) -> None:
         self.url = url
         self.collection = collection
         self.sign = signer
-        self.timeout = timeout
+        self.timeout = timeout  #: seconds for one HTTP request (connect, then each read)
+        self.deadline = deadline or max(timeout, 60.0)  #: seconds for the whole search, pages and retries included
         self.name = name or url
+        self.policy = policy
 
     def _client(self) -> Any:
+        retry = Retry(total=3, connect=2, read=2, status=3, backoff_factor=0.5, status_forcelist=TRANSIENT_HTTP,
+                      allowed_methods=None, respect_retry_after_header=True, raise_on_status=False)
+        io = StacApiIO(timeout=(min(self.timeout, 15.0), self.timeout), max_retries=retry)
+        if self.policy.restricted:  # a redirect must not lead a restricted search to another host
+            io.session.hooks["response"].append(self._refuse_foreign_redirect)
         try:
-            client = Client.open(self.url, timeout=self.timeout)
+            client = Client.open(self.url, stac_io=io, timeout=(min(self.timeout, 15.0), self.timeout))
         except APIError as exc:
-            raise _api_error(self.url, exc, "answered with an error") from exc
+            raise _api_error(self.url, exc, "answered with an error", self.policy.restricted) from exc
         except Exception as exc:
             raise _network_error(self.url, exc) from exc
         client.add_conforms_to("ITEM_SEARCH")
         client.add_conforms_to("SORT")
         return client
 
+    def _refuse_foreign_redirect(self, response: requests.Response, *args: Any, **kwargs: Any) -> None:
+        if response.is_redirect:
+            target = urlparse(requests.compat.urljoin(response.url, response.headers.get("location", "")))
+            if not self.policy.host_allowed(target.hostname or "", self.policy.stac_hosts):
+                raise PolicyViolation(
+                    f"The STAC API at {urlparse(self.url).hostname} redirects to {target.hostname!r}, which this "
+                    "server does not search (S2_ALLOWED_STAC_HOSTS)."
+                )
+
     def search(self, aoi: AOI, start: dt.date, end: dt.date, max_cloud_cover: Optional[float] = None) -> list[Scene]:
+        """The scenes of the search, within :attr:`deadline` seconds in all (:class:`CatalogUnreachable` after)."""
+        try:
+            return run_with_deadline(lambda: self._search(aoi, start, end, max_cloud_cover), self.deadline,
+                                     f"search {self.name}")
+        except TimeoutError:
+            raise CatalogUnreachable(
+                f"The STAC API at {self.url} did not answer the search within {self.deadline:g} s (search_timeout): "
+                "the server is overloaded or the network is slow; retry later or raise --search-timeout."
+            ) from None
+
+    def _search(self, aoi: AOI, start: dt.date, end: dt.date, max_cloud_cover: Optional[float]) -> list[Scene]:
         client = self._client()
         query = {"eo:cloud_cover": {"lte": max_cloud_cover}} if max_cloud_cover is not None else None
         try:
@@ -143,7 +178,7 @@ class StacApiCatalog:
             )
             raw_items = list(search.items_as_dicts())
         except APIError as exc:
-            raise _api_error(self.url, exc, "rejected the search") from exc
+            raise _api_error(self.url, exc, "rejected the search", self.policy.restricted) from exc
         except Exception as exc:
             raise _network_error(self.url, exc) from exc
         scenes = []
@@ -153,10 +188,16 @@ class StacApiCatalog:
         return finish_search(scenes, f"collection {self.collection!r} of {self.name}", start, end)
 
 
-def _api_error(url: str, exc: Exception, what: str) -> Exception:
+def _api_error(url: str, exc: Exception, what: str, quiet: bool = False) -> Exception:
+    """The error for a failed API call; ``quiet`` (restricted runs): the HTTP status and host, never the body."""
     cause = exc.__cause__ or exc.__context__
+    if isinstance(cause, PolicyViolation):
+        return cause
     if isinstance(cause, requests.RequestException) and not isinstance(cause, requests.HTTPError):
         return _network_error(url, cause)
+    status = getattr(exc, "status_code", None)
+    if quiet:
+        return CatalogResponseError(f"The STAC API at {urlparse(url).hostname} {what} (HTTP {status or '?'}).")
     return CatalogResponseError(f"The STAC API at {url} {what}: {str(exc)[:300]}")
 
 
@@ -254,19 +295,25 @@ def open_catalog(
     collection: Optional[str] = None,
     pc_key: Optional[str] = None,
     timeout: float = 60.0,
+    deadline: Optional[float] = None,
+    policy: AccessPolicy = AccessPolicy(),
 ) -> Catalog:
-    """Open a catalog from ``'pc'``, ``'earth-search'``, a STAC API URL or a local path."""
+    """Open a catalog from ``'pc'``, ``'earth-search'``, a STAC API URL or a local path.
+
+    ``timeout`` bounds each HTTP request of a STAC API, ``deadline`` the whole search (default: 60 s or
+    ``timeout``, whichever is longer)."""
     key = spec.strip()
     low = key.lower()
     if low in ("pc", "planetary-computer", "planetarycomputer"):
         return StacApiCatalog(
-            PC_STAC_URL, collection or DEFAULT_COLLECTION, PlanetaryComputerSigner(pc_key), timeout, "Planetary Computer"
-        )
+            PC_STAC_URL, collection or DEFAULT_COLLECTION, PlanetaryComputerSigner(pc_key), timeout, "Planetary Computer",
+            deadline, policy)
     if low in ("earth-search", "earthsearch", "es"):
-        return StacApiCatalog(EARTH_SEARCH_URL, collection or DEFAULT_COLLECTION, no_signing, timeout, "Earth Search")
+        return StacApiCatalog(EARTH_SEARCH_URL, collection or DEFAULT_COLLECTION, no_signing, timeout, "Earth Search",
+                              deadline, policy)
     if low.startswith(("http://", "https://")):
         signer: Signer = PlanetaryComputerSigner(pc_key) if "planetarycomputer" in low else no_signing
-        return StacApiCatalog(key, collection or DEFAULT_COLLECTION, signer, timeout)
+        return StacApiCatalog(key, collection or DEFAULT_COLLECTION, signer, timeout, deadline=deadline, policy=policy)
     path = Path(key[7:] if low.startswith("file://") else key).expanduser()
     if not path.exists():
         raise CatalogUnreachable(

@@ -15,12 +15,13 @@ from typing import Callable, Iterator, Optional
 
 import numpy as np
 
+from s2core.errors import AssetReadError
 from s2core.model.classes import CLEAR, NODATA, product_mask_from_scl
 from s2core.model.grid import Grid
 from s2core.model.scene import L1C_MASK_LAYERS, Scene, Signer, no_signing
 from s2core.stack.product_mask import gml_cloud_polygons, product_mask_from_classi, product_mask_from_polygons
 from s2core.progress import CancelToken
-from s2core.model.radiometry import to_reflectance_dn
+from s2core.model.radiometry import MAX_IMPLAUSIBLE_SHARE, MAX_PLAUSIBLE_REFLECTANCE, implausible_share, to_reflectance_dn
 from s2core.read.reader import BlockRowCache, ReadPolicy, read_to_grid
 from s2core.model.request import PreprocessRequest
 from s2core.model.scene import Acquisition
@@ -102,10 +103,17 @@ class _Mosaic:
             self.scene_valid[i] = np.isfinite(layer) if layer.dtype.kind == "f" else layer != 0
         offset = scene.offsets.get(band, 0.0)
         if i == 0:  # the first scene of a band goes straight into the stack
-            to_reflectance_dn(layer, offset, out=self.data[self.index[band]])
+            dn = to_reflectance_dn(layer, offset, out=self.data[self.index[band]])
             self.merged[band] = 1
         else:
-            self.waiting[band][i] = to_reflectance_dn(layer, offset)
+            dn = self.waiting[band][i] = to_reflectance_dn(layer, offset)
+        share = implausible_share(dn)
+        if share > MAX_IMPLAUSIBLE_SHARE:  # a file that decodes but holds garbage (bit flips, wrong scaling)
+            raise AssetReadError(
+                f"{band} of {scene.id} is corrupt: {share:.0%} of its valid pixels have a reflectance above "
+                f"{MAX_PLAUSIBLE_REFLECTANCE:g}, which is physically impossible: the file is damaged (or not "
+                "Sentinel-2 reflectance); report it to the catalog or retry later."
+            )
         _merge_in_order(self.data[self.index[band]], self.waiting[band], self.merged, band)
 
     def valid_everywhere(self) -> tuple[np.ndarray, float]:

@@ -6,7 +6,9 @@ when complete, so a reader never sees a half-written output.
 
 from __future__ import annotations
 
+import errno
 import os
+import shutil
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -14,8 +16,11 @@ from typing import Any, Iterator, Mapping, Optional, Sequence
 
 import numpy as np
 import rasterio
+from rasterio.errors import RasterioError
+from rasterio.windows import Window
 from rasterio.shutil import copy as rio_copy
 
+from s2core.errors import DiskFull, OutputWriteError
 from s2core.read.gdal_mem import open_array
 from s2core.runfolder.atomic import tmp_path
 from s2core.model.grid import Grid
@@ -60,8 +65,33 @@ def _apply_meta(ds: Any, meta: RasterMeta) -> None:
         ds.update_tags(i, **{k: str(v) for k, v in bt.items()})
 
 
+def verify_raster(path: Path, count: int, height: int, width: int) -> None:
+    """Reopen a just-written raster and read the last block of every band at every overview level: a file
+    cut short (full disk, failing disk) fails here, before it gets its final name.
+
+    Raises:
+        OutputWriteError: the file is not the complete raster that was written.
+    """
+    try:
+        with rasterio.open(path) as ds:
+            if (ds.count, ds.height, ds.width) != (count, height, width):
+                raise OutputWriteError(f"{ds.count}x{ds.height}x{ds.width} instead of {count}x{height}x{width}")
+            levels = len(ds.overviews(1))
+        for level in (None, *range(levels)):
+            with rasterio.open(path, overview_level=level) if level is not None else rasterio.open(path) as ds:
+                bh, bw = ds.block_shapes[0]
+                row, col = ((ds.height - 1) // bh) * bh, ((ds.width - 1) // bw) * bw
+                window = Window(col, row, ds.width - col, ds.height - row)
+                for band in range(1, ds.count + 1):
+                    ds.read(band, window=window)
+    except OutputWriteError as exc:
+        raise OutputWriteError(f"{path.name} was not written completely ({exc})") from None
+    except (RasterioError, OSError) as exc:
+        raise OutputWriteError(f"{path.name} was not written completely ({str(exc)[:160]})") from None
+
+
 def _copy_to_cog(src: Any, dest: Path, dtype: str, meta: RasterMeta) -> None:
-    """Copy an open dataset to ``dest`` as a COG, atomically."""
+    """Copy an open dataset to ``dest`` as a COG, verified, then atomically renamed."""
     tmp = tmp_path(dest)
     try:
         # GDAL's default block cache on purpose: a small one makes the overview pass re-read blocks (5x slower)
@@ -78,10 +108,51 @@ def _copy_to_cog(src: Any, dest: Path, dtype: str, meta: RasterMeta) -> None:
             NUM_THREADS="ALL_CPUS",
             BIGTIFF="IF_SAFER",
         )
+        verify_raster(tmp, src.count, src.height, src.width)
         os.replace(tmp, dest)
+    except Exception as exc:  # noqa: BLE001 - GDAL's CPLE_* errors are not all RasterioError
+        needed = src.count * src.height * src.width * np.dtype(dtype).itemsize  # uncompressed: an upper bound
+        error = write_failure(dest, exc, needed)
+        tmp.unlink(missing_ok=True)
+        raise error from None
     except BaseException:
         tmp.unlink(missing_ok=True)
         raise
+
+
+def write_failure(dest: Path, exc: BaseException, needed: Optional[int] = None) -> OutputWriteError:
+    """The error to report for a write that failed: :class:`DiskFull` when the disk is full, or has less
+    free space than the file could take (``needed``; GDAL removes its own temporary files on failure)."""
+    free = free_bytes(dest.parent)
+    text = str(exc)
+    short = free is not None and (free < 1 << 20 or (needed is not None and free < needed))
+    if "No space left" in text or getattr(exc, "errno", None) == errno.ENOSPC or short:
+        return DiskFull(f"Disk full while writing {dest.name} in {dest.parent} ({_mb(free)} MB free): free some "
+                        "space or choose another output folder (--out); the same command then resumes the run.")
+    if isinstance(exc, OutputWriteError):
+        return OutputWriteError(f"{exc}: the disk or folder may be failing; check {dest.parent}.")
+    return OutputWriteError(f"Cannot write {dest.name} in {dest.parent} ({text[:160]}): check the folder's space "
+                            "and permissions.")
+
+
+def free_bytes(folder: Path) -> Optional[int]:
+    """Free space of the file system holding ``folder`` (None when unknown)."""
+    try:
+        return shutil.disk_usage(folder).free
+    except OSError:
+        return None
+
+
+def check_free_space(folder: Path, needed: int) -> None:
+    """:class:`DiskFull` when ``folder``'s file system has less than ``needed`` bytes free."""
+    free = free_bytes(folder)
+    if free is not None and free < needed:
+        raise DiskFull(f"Disk full: about {_mb(needed)} MB needed in {folder}, {_mb(free)} MB free: free some space "
+                       "or choose another output folder (--out).")
+
+
+def _mb(n: Optional[int]) -> str:
+    return "?" if n is None else f"{n / 1e6:,.1f}"
 
 
 def write_cog(path: Path, data: np.ndarray, grid: Grid, **meta: Any) -> Path:
@@ -123,6 +194,10 @@ def cog_strip_writer(path: Path, grid: Grid, count: int, dtype: str, **meta: Any
             _apply_meta(ds, info)
         with rasterio.open(scratch) as src:
             _copy_to_cog(src, path, dtype, info)
+    except OutputWriteError:
+        raise
+    except (RasterioError, OSError) as exc:  # the scratch file itself (full disk while streaming strips)
+        raise write_failure(path, exc, count * grid.height * grid.width * np.dtype(dtype).itemsize) from None
     finally:
         scratch.unlink(missing_ok=True)
 

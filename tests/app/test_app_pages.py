@@ -10,8 +10,8 @@ from pathlib import Path
 import pytest
 from streamlit.testing.v1 import AppTest
 
-from tests.conftest import MAPCHETE_CATALOG, ROOT, STRADDLE_WKT, needs_shared
-from tests.servers import free_port
+from tests.conftest import MAPCHETE_CATALOG, ROOT, SHARED, STRADDLE_WKT, needs_shared
+from tests.servers import FaultServer, free_port
 
 BOWTIE = "POLYGON((15.9 45.9, 16.1 46.1, 16.1 45.9, 15.9 46.1, 15.9 45.9))"
 
@@ -22,6 +22,7 @@ def app_env(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     root.mkdir()
     monkeypatch.setenv("S2_RUNS_DIR", str(root))
     monkeypatch.setenv("S2_TILES_PORT", str(free_port()))
+    monkeypatch.setenv("S2_CATALOG_ROOTS", str(SHARED))  # the app reads local catalogs only under these
     return root
 
 
@@ -124,7 +125,29 @@ def test_end_before_start_is_explained(app_env: Path):
     _no_job_started(at)
 
 
-def test_unreachable_stac_url_is_explained(app_env: Path):
+def test_an_internal_service_as_stac_url_is_refused_without_contacting_it(app_env: Path, tmp_path: Path):
+    (tmp_path / "admin").write_text('{"secret": "internal"}')
+    with FaultServer(tmp_path) as internal:
+        at = _fill_run_page(_page("pages/1_Run.py").run(), catalog_kind="STAC API URL",
+                            catalog=f"{internal.url}/ok/admin")
+        at.button(key="search").click().run()
+        assert internal.seen("ok") == 0, "the app contacted the internal service"
+    errors = _errors(at)
+    assert errors and "does not search STAC APIs at '127.0.0.1'" in errors[0] and "secret" not in errors[0], errors
+    _no_job_started(at)
+
+
+@pytest.mark.parametrize("path", ["/", "/etc"])
+def test_a_local_catalog_outside_the_allowed_roots_is_refused(app_env: Path, path: str):
+    at = _fill_run_page(_page("pages/1_Run.py").run(), catalog=path)
+    at.button(key="search").click().run()
+    errors = _errors(at)
+    assert errors and "reads local catalogs only under" in errors[0], errors
+    _no_job_started(at)
+
+
+def test_unreachable_stac_url_is_explained(app_env: Path, monkeypatch: pytest.MonkeyPatch):
+    monkeypatch.setenv("S2_ALLOWED_STAC_HOSTS", "127.0.0.1")  # an administrator allowed this host
     at = _fill_run_page(_page("pages/1_Run.py").run(), catalog_kind="STAC API URL",
                         catalog=f"http://127.0.0.1:{free_port()}/stac")
     at.button(key="search").click().run()

@@ -20,7 +20,7 @@ import pytest
 import rasterio
 import requests
 
-from tests.conftest import MAPCHETE_CATALOG, ROOT, needs_shared
+from tests.conftest import MAPCHETE_CATALOG, ROOT, SHARED, needs_shared
 from tests.servers import TilesServer, free_port
 
 CHROMIUM = Path(os.environ.get("CHROMIUM", "/usr/bin/chromium"))
@@ -48,7 +48,7 @@ def app_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str, Til
     root = tmp_path_factory.mktemp("e2e-runs")
     with TilesServer(root) as tiles:
         port = free_port()
-        env = {**os.environ, "S2_RUNS_DIR": str(root), "S2_TILES_URL": tiles.url}
+        env = {**os.environ, "S2_RUNS_DIR": str(root), "S2_TILES_URL": tiles.url, "S2_CATALOG_ROOTS": str(SHARED)}
         log = open(root.parent / "streamlit.log", "w")
         proc = subprocess.Popen(
             [sys.executable, "-m", "streamlit", "run", "app.py", "--server.port", str(port),

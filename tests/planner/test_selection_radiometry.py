@@ -13,7 +13,7 @@ from s2core import parse_aoi
 from s2core.search.catalog import open_catalog
 from s2core.search.normalize import scene_from_item
 from s2core.model.radiometry import dn_offset, processing_baseline, to_reflectance_dn
-from s2core.plan import group_acquisitions, select_acquisitions
+from s2core.planner import group_acquisitions, select_acquisitions
 from tests.conftest import INSIDE_TWM_WKT, MAPCHETE_CATALOG, PC_ITEMS, STRADDLE_WKT, mapchete_items, needs_shared
 
 pytestmark = needs_shared

@@ -1,4 +1,4 @@
-"""s2core.plan: group scenes into acquisitions and pick the fewest tiles that cover the AOI.
+"""s2core.planner: group scenes into acquisitions and pick the fewest tiles that cover the AOI.
 
 Coverage is measured in square metres in an equal-area projection centred on the AOI
 (never in squared degrees), so it is right at any latitude and across the antimeridian.
@@ -8,18 +8,20 @@ from __future__ import annotations
 
 import logging
 import re
+from pathlib import Path
 from collections import defaultdict
 from typing import Optional
 
 import shapely
 from shapely.geometry.base import BaseGeometry
 
-from s2core.errors import InvalidParameter
+from s2core.errors import InvalidParameter, PolicyViolation
 from s2core.model.aoi import AOI
 from s2core.model.request import PreprocessRequest
 from s2core.model.scene import Acquisition, Scene, SkippedDate
 from s2core.search.catalog import Catalog, open_catalog
 from s2core.search.safe import SafeCatalog
+from s2core.settings import get_settings
 
 log = logging.getLogger(__name__)
 
@@ -162,7 +164,12 @@ def select_acquisitions(
 
 def open_request_catalog(request: PreprocessRequest) -> Catalog:
     """The catalog a request names: its SAFE ``input`` products, else ``catalog`` (signing with ``pc_key``)."""
+    policy = get_settings().access_policy(request.restricted)
     if request.input:
+        for path in request.input:
+            if not policy.path_allowed(path):
+                raise PolicyViolation(f"This server reads SAFE products only under S2_CATALOG_ROOTS: {Path(path).name} "
+                                      "is elsewhere.")
         safe = SafeCatalog(request.input)
         if safe.level != request.level:
             raise InvalidParameter(
@@ -170,8 +177,10 @@ def open_request_catalog(request: PreprocessRequest) -> Catalog:
                 f"set level='{safe.level}' (s2core.run.safe_runs and the CLI's --input do this themselves)."
             )
         return safe
+    policy.check_catalog(request.catalog)
     key = request.pc_key.get_secret_value() if request.pc_key else None
-    return open_catalog(request.catalog, collection=request.collection, pc_key=key, timeout=min(60.0, request.dl_timeout))
+    return open_catalog(request.catalog, collection=request.collection, pc_key=key,
+                        timeout=min(30.0, request.search_timeout), deadline=request.search_timeout, policy=policy)
 
 
 def plan(request: PreprocessRequest, catalog: Optional[Catalog] = None) -> tuple[list[Acquisition], list[SkippedDate], int]:
@@ -184,4 +193,10 @@ def plan(request: PreprocessRequest, catalog: Optional[Catalog] = None) -> tuple
     acquisitions, skipped = select_acquisitions(
         scenes, request.aoi, request.min_tile_cover, request.max_tiles_per_time
     )
+    policy = get_settings().access_policy(request.restricted)
+    for acq in acquisitions:  # before any read: an item cannot make a restricted run read elsewhere
+        for scene in acq.scenes:
+            for band in (*request.bands, *scene.mask_layers):
+                if band in scene.hrefs:
+                    policy.check_href(scene.hrefs[band], scene.id)
     return acquisitions, skipped, len(scenes)
