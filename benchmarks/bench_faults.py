@@ -12,6 +12,8 @@ from __future__ import annotations
 
 import argparse
 import json
+import logging
+import re
 import sys
 import tempfile
 import time
@@ -50,6 +52,7 @@ def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--dl-timeout", type=float, default=10.0)
     args = ap.parse_args()
+    logging.getLogger("s2core").setLevel(logging.CRITICAL)  # the table says what happened
     if not MAPCHETE_CATALOG.exists():
         print(f"needs the shared test data ({MAPCHETE_CATALOG} is missing)")
         return 2
@@ -74,7 +77,9 @@ def main() -> int:
                     m = preprocess(req)
                     outcome = f"{m.status} ({sum(a.status == 'completed' for a in m.acquisitions)}/2 written)"
                 except S2CoreError as exc:
-                    outcome = f"{type(exc).__name__}: {str(exc).split(': ', 1)[-1][:90]}"
+                    text = re.sub(r"https?://\S+", "<url>", str(exc))
+                    text = re.sub(r"^(Cannot read|Reading) \S+ of \S+ ", "", text)
+                    outcome = f"{type(exc).__name__}: {text[:120]}"
                 wall = time.monotonic() - t0
                 size, parts = _bytes(tmp_path / "out" / mode)
                 statuses = sorted({s for s in server.statuses.get(mode, []) if s >= 400})

@@ -91,6 +91,10 @@ def convert_raster(src: Path, driver: str) -> Path:
             rio_copy(str(src), str(tmp / name), driver=driver, **OPTIONS.get(driver, {}))
         except Exception as exc:  # noqa: BLE001 - GDAL's CPLE errors are not all RasterioError
             raise InvalidParameter(f"Writing {name} with GDAL's {driver} driver failed ({str(exc)[:200]}).") from exc
+        for part in tmp.iterdir():  # text sidecars (ENVI/EHdr .hdr) name the file: never the server's path
+            if part.suffix.lower() == ".hdr":
+                text = part.read_text(encoding="latin-1")
+                part.write_text(text.replace(str(tmp / name), name).replace(str(tmp), "."), encoding="latin-1")
         for part in sorted(tmp.iterdir(), key=lambda p: p.name == name):  # the main file last
             part.replace(src.parent / part.name)
     finally:

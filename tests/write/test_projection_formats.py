@@ -75,6 +75,8 @@ def test_other_output_formats_hold_the_same_pixels(driver: str, ext: str, tmp_pa
 
     item = json.loads((run / acq.outputs["item"]).read_text())
     assert item["assets"]["raster_export"]["href"] == export.name
+    for sidecar in (run / acq.id).glob("raster.hdr"):  # ENVI/EHdr headers name the file, never a server path
+        assert str(tmp_path) not in sidecar.read_text(encoding="latin-1")
 
 
 def test_output_format_errors_are_explained(tmp_path: Path):
