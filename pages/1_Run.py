@@ -242,7 +242,8 @@ if st.button("Run", key="run", type="primary", disabled=not can_run,
         if scheduler:
             parse_scheduler(scheduler)
         job = job_manager().start(_request(), planned=tuple(current_plan["ids"]), scheduler=scheduler or None)
-        st.session_state["job_id"] = job.snapshot().job_id
+        st.session_state["job_token"] = job.token  # this session owns the job (and the URL keeps it on reload)
+        st.query_params["job"] = job.token
     except S2CoreError as exc:
         show_error(exc)
 
@@ -266,7 +267,7 @@ def job_panel(job_id: str) -> None:
             job.cancel()
         return
     if snap.status == "completed":
-        st.success(f"Done: outputs in {snap.run_dir}. Compare the masks or export the files.")
+        st.success(f"Done: outputs in run {snap.run_id}. Compare the masks or export the files.")
     elif snap.status == "partial":
         st.warning(snap.error or "Some acquisitions failed.")
     elif snap.status == "cancelled":
@@ -279,11 +280,12 @@ def job_panel(job_id: str) -> None:
         c2.page_link("pages/3_Export.py", label="Export GeoTIFFs", icon="⬇️")
 
 
-job_id = st.session_state.get("job_id")
-if job_id is None:
-    running = job_manager().running()
-    job_id = running[0].snapshot().job_id if running else None
-if job_id:
-    job_panel(job_id)
+own = job_manager().owned(st.session_state.get("job_token") or st.query_params.get("job"))
+if own is not None:
+    st.session_state["job_token"] = own.token
+    job_panel(own.snapshot().job_id)
 else:
     st.caption("No run started in this session yet.")
+others = [j for j in job_manager().running() if j is not own]
+if others:  # other users' runs: a count, no details and no controls
+    st.caption(f"{len(others)} other run(s) in progress on this server.")

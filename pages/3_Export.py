@@ -33,7 +33,7 @@ except (OSError, ValueError) as exc:
     st.stop()
 
 total = sum(f.size for f in files)
-st.write(f"{len(files)} file(s), {human_size(total)} in `{run.path}`")
+st.write(f"{len(files)} file(s), {human_size(total)} in run `{run.run_id}`")
 st.dataframe(pd.DataFrame([{"file": f.name, "kind": f.kind, "size": human_size(f.size)} for f in files]),
              hide_index=True, width="stretch")
 
@@ -42,7 +42,8 @@ def download(f, key: str) -> None:  # noqa: ANN001 - a RunFile
     """A download button for one file (or its path when it is too big to hold in memory)."""
     label = f"{f.name.rsplit('/', 1)[-1]} ({human_size(f.size)})"
     if f.size > MAX_DOWNLOAD_BYTES:
-        st.caption(f"{label}: too large for a browser download here; copy it from `{f.path}`")
+        st.caption(f"{label}: too large for a browser download here; ask for `{run.run_id}/{f.name}` in the "
+                   "server's runs folder")
         return
     st.download_button(label, data=f.path.read_bytes, file_name=f.name.replace("/", "_"),  # read on click
                        mime=MIME[f.kind], key=key)

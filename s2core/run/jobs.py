@@ -8,6 +8,7 @@ switches because it lives here, not in the page. A job's state is read as an imm
 from __future__ import annotations
 
 import logging
+import secrets
 import threading
 import time
 from dataclasses import dataclass, field, replace
@@ -68,6 +69,9 @@ class Job:
     _token: CancelToken = field(init=False, default_factory=CancelToken)
     _thread: Optional[threading.Thread] = field(init=False, default=None)
     manifest: Optional[Manifest] = field(init=False, default=None)
+    #: the owner's secret handle of the job (the app keeps it in the session and the page URL): who does
+    #: not hold it can neither see nor cancel the job
+    token: str = field(init=False, default_factory=lambda: secrets.token_urlsafe(16))
 
     def __post_init__(self) -> None:
         run_id = self.request.run_id or new_run_id()
@@ -174,6 +178,13 @@ class JobManager:
         """A job by id."""
         with self._lock:
             return self._jobs.get(job_id)
+
+    def owned(self, token: Optional[str]) -> Optional[Job]:
+        """The job whose owner token is ``token`` (None for a wrong or missing token)."""
+        if not token:
+            return None
+        with self._lock:
+            return next((j for j in self._jobs.values() if secrets.compare_digest(j.token, str(token))), None)
 
     def jobs(self) -> list[Job]:
         """Every job, newest first."""

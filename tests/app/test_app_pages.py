@@ -54,7 +54,7 @@ def _fill_run_page(at: AppTest, *, aoi: str | None = STRADDLE_WKT, start: str = 
 
 
 def _no_job_started(at: AppTest) -> None:
-    assert "job_id" not in at.session_state
+    assert "job_token" not in at.session_state
     assert at.button(key="run").disabled
 
 
@@ -220,13 +220,18 @@ def test_search_then_run_in_the_background(app_env: Path):
     table = at.dataframe[0].value
     assert len(table) == 5 and set(table["tiles"]) == {"33TWL + 33TWM"}
     at.button(key="run").click().run()
-    job_id = at.session_state["job_id"]
-    snap = job_manager().get(job_id).wait(timeout=300)
+    job = job_manager().owned(at.session_state["job_token"])
+    assert job is not None and at.query_params["job"] in (job.token, [job.token])  # a reload keeps the job
+    snap = job.wait(timeout=300)
     assert snap.status == "completed", snap.error
     assert set(snap.acquisitions.values()) == {"completed"} and len(snap.acquisitions) == 5
-    assert (app_env / job_id / "manifest.json").exists()
+    assert (app_env / snap.run_id / "manifest.json").exists()
     at.run()
     assert any("Done" in s.value for s in at.success)
+    # another user (a new session without the job's URL) sees neither the job nor a Cancel button
+    other = _page("pages/1_Run.py").run()
+    assert not any(b.key and b.key.startswith("cancel-") for b in other.button)
+    assert not any("Done" in s.value for s in other.success)
     # changing a parameter invalidates the search
     at.slider(key="cloud_thr").set_value(0.5).run()
     assert any("search again" in i.value for i in at.info) and at.button(key="run").disabled
