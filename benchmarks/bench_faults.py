@@ -19,28 +19,15 @@ import tempfile
 import time
 from pathlib import Path
 
-import rasterio
-from rasterio.shutil import copy as rio_copy
-
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from s2core import make_request, preprocess  # noqa: E402
 from s2core.errors import S2CoreError  # noqa: E402
-from tests.conftest import INSIDE_TWM_WKT, LOCAL_BANDS, MAPCHETE_CATALOG, items_served_from, mapchete_items  # noqa: E402
+from tests.conftest import INSIDE_TWM_WKT, LOCAL_BANDS, MAPCHETE_CATALOG, items_served_from, write_cogs  # noqa: E402
 from tests.servers import FaultServer  # noqa: E402
 
 MODES = ("ok", "once503", "half500", "once403", "retry429", "all503", "truncated", "corrupt", "html", "drip", "stall")
-
-
-def _cogs(root: Path) -> None:
-    for item, path in mapchete_items():
-        dst = root / item["id"]
-        dst.mkdir()
-        for name in (*LOCAL_BANDS, "SCL"):
-            with rasterio.open(path.parent / f"{name}.tif") as src:
-                rio_copy(src, str(dst / f"{name}.tif"), driver="COG", COMPRESS="DEFLATE", BLOCKSIZE="256",
-                         OVERVIEWS="NONE")
 
 
 def _bytes(folder: Path) -> tuple[int, int]:
@@ -59,7 +46,7 @@ def main() -> int:
     with tempfile.TemporaryDirectory(prefix="bench-faults-") as tmp:
         tmp_path = Path(tmp)
         (tmp_path / "cogs").mkdir()
-        _cogs(tmp_path / "cogs")
+        write_cogs(tmp_path / "cogs")
         rows = []
         with FaultServer(tmp_path / "cogs") as server:
             for mode in MODES:

@@ -2,7 +2,8 @@
 
 import sys
 
-from s2core.cli import main
+from s2core.cli import interrupt_on_sigterm, main
 
 if __name__ == "__main__":
+    interrupt_on_sigterm()
     sys.exit(main())

@@ -333,6 +333,13 @@ def _add_global_args(p: argparse.ArgumentParser, default: object) -> None:
     p.add_argument("-q", "--quiet", action="store_true", default=default, help="no progress bar")
 
 
+def interrupt_on_sigterm() -> None:
+    """Make SIGTERM (a service manager's stop, ``kill``) end a run like Ctrl-C: recorded ``interrupted``,
+    temporary files removed. Installed by ``python -m s2core`` only, not by callers of :func:`main`."""
+    if threading.current_thread() is threading.main_thread():
+        signal.signal(signal.SIGTERM, _interrupt)
+
+
 def _interrupt(signum: int, frame: object) -> None:
     raise KeyboardInterrupt(f"signal {signum}")
 
@@ -345,8 +352,6 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     args = parser.parse_args(argv)
-    if threading.current_thread() is threading.main_thread():
-        signal.signal(signal.SIGTERM, _interrupt)  # a service manager's stop ends the run like Ctrl-C
     # GDAL reads this once, at its first block: each block of a run is read once, so a small cache
     # costs no time and keeps a whole-tile run's memory down (the user's own setting wins)
     os.environ.setdefault("GDAL_CACHEMAX", CLI_GDAL_CACHE_MB)

@@ -47,7 +47,11 @@ def cog_tree(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """The mapchete-eo band files rewritten as real COGs (same pixels), one folder per item."""
     if not MAPCHETE_CATALOG.exists():
         pytest.skip(f"real Sentinel-2 test data not found at {SHARED}")
-    root = tmp_path_factory.mktemp("cogs")
+    return write_cogs(tmp_path_factory.mktemp("cogs"))
+
+
+def write_cogs(root: Path) -> Path:
+    """The mapchete-eo band files (4 bands + SCL) rewritten as COGs under ``root/<item id>/``."""
     for item, path in mapchete_items():
         dst = root / item["id"]
         dst.mkdir()
@@ -56,6 +60,18 @@ def cog_tree(tmp_path_factory: pytest.TempPathFactory) -> Path:
                 rio_copy(src, str(dst / f"{name}.tif"), driver="COG", COMPRESS="DEFLATE", BLOCKSIZE="256",
                          OVERVIEWS="NONE")
     return root
+
+
+def with_absolute_hrefs(item: dict[str, Any], path: Path) -> dict[str, Any]:
+    """A copy of a mapchete-eo item (read from ``path``) with its relative hrefs made absolute and no links,
+    to be written into another catalog folder."""
+    it = copy.deepcopy(item)
+    it["links"] = []
+    for asset in it["assets"].values():
+        href = asset.get("href", "")
+        if href and "://" not in href and not href.startswith("/"):
+            asset["href"] = str((path.parent / href).resolve())
+    return it
 
 
 def items_served_from(base_url: str, prefix: str = "files", query: str = "") -> list[dict[str, Any]]:

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import math
 import os
 import shutil
 import socket
@@ -301,7 +302,8 @@ class FaultServer:
     ``half500``     every other request (server-wide) gets 500 (alternating 500 and 503)
     ``all503``      every request gets 503
     ``once403``     the first request of each file gets 403 (an expired token), later ones are served
-    ``retry429``    the first request of each file gets 429 with ``Retry-After: 1``
+    ``retry429``    a rate limit: requests of a file in its first :attr:`retry_after` seconds get 429 and
+                    ``Retry-After`` (the seconds left)
     ``truncated``   the file cut to its first 40 %: ranges past that get 416
     ``corrupt``     every byte after the first 4 kB XOR 0x5A (the headers parse, the tiles do not)
     ``html``        200 with an HTML page, whatever was asked
@@ -321,6 +323,8 @@ class FaultServer:
         self.requests: dict[tuple[str, str], int] = {}
         self.statuses: dict[str, list[int]] = {}
         self._toggle = 0
+        self.retry_after = 1  #: seconds the rate limit of ``retry429`` lasts (and its Retry-After says)
+        self.limited: dict[str, float] = {}
         server = self
 
         async def app(scope: dict[str, Any], receive: Any, send: Any) -> None:
@@ -368,9 +372,13 @@ class FaultServer:
             if mode == "once403" and n == 0:
                 await respond(403, b"AuthenticationFailed: Server failed to authenticate the request.")
                 return
-            if mode == "retry429" and n == 0:
-                await respond(429, b"Too Many Requests", {"retry-after": "1"})
-                return
+            if mode == "retry429":  # a rate limit: every request of the first retry_after seconds gets 429
+                now = time.monotonic()
+                first = server.limited.setdefault(rel, now)
+                if now - first < server.retry_after:
+                    wait = max(1, math.ceil(server.retry_after - (now - first)))
+                    await respond(429, b"Too Many Requests", {"retry-after": str(wait)})
+                    return
             if mode == "html":
                 await respond(200, b"<html><body><h1>Welcome to our portal</h1></body></html>",
                               {"content-type": "text/html"})

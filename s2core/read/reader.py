@@ -23,6 +23,7 @@ from urllib.parse import urlparse
 
 import numpy as np
 import rasterio
+import requests
 from affine import Affine
 from rasterio.enums import Resampling
 from rasterio.windows import Window
@@ -48,7 +49,7 @@ GDAL_HTTP_OPTIONS: dict[str, Any] = {
     # 503 among them fails the whole read); s2core retries the whole read on top, within dl_timeout
     "GDAL_HTTP_MAX_RETRY": "2",
     "GDAL_HTTP_RETRY_DELAY": "0.5",
-    "GDAL_HTTP_RETRY_CODES": "408,425,429,500,502,503,504",
+    "GDAL_HTTP_RETRY_CODES": "408,425,500,502,503,504",  # not 429: GDAL ignores Retry-After; s2core honours it
     "CPL_VSIL_CURL_USE_HEAD": "NO",
     "VSI_CACHE": "TRUE",
     "CPL_VSIL_NETWORK_STATS_ENABLED": "YES",
@@ -495,8 +496,8 @@ def read_to_grid(
             force_sign = last.kind == "auth"
             if attempt < policy.max_retries:
                 delay = policy.backoff * (2**attempt) * (0.5 + random.random())
-                if last.status == 429:  # too many requests: the server asked for a pause (Retry-After ≥ 1 s)
-                    delay = max(delay, 1.0)
+                if last.status == 429:  # too many requests: wait as long as the server asks (Retry-After)
+                    delay = max(delay, retry_after(signed, policy.timeout - (time.monotonic() - start)))
                 delay = min(delay, max(0.0, policy.timeout - (time.monotonic() - start) - 0.5))
                 log.warning("read %s failed (%s), retry %d/%d in %.1fs", what, _describe(last), attempt + 1,
                             policy.max_retries, delay)
@@ -505,6 +506,21 @@ def read_to_grid(
     if last is None:
         raise AssetTimeout(f"Reading {what} took longer than dl_timeout={policy.timeout:g} s: raise dl_timeout.")
     raise AssetReadError(_failure_message(what, href, last, attempts))
+
+
+def retry_after(href: str, limit: float) -> float:
+    """Seconds a rate-limiting server asks to wait: its ``Retry-After`` (a HEAD request), at least 1 s,
+    at most ``limit``. GDAL's own retries do not read the header, so s2core asks for it."""
+    wait = 1.0
+    if urlparse(href).scheme in ("http", "https"):
+        try:
+            answer = requests.head(href, timeout=min(5.0, max(0.5, limit)), allow_redirects=False)
+            value = answer.headers.get("retry-after", "")
+            if answer.status_code == 429 and value.strip().isdigit():
+                wait = float(value)
+        except requests.RequestException:
+            pass
+    return max(0.0, min(wait, limit - 0.5))
 
 
 def _describe(f: ReadFailure) -> str:

@@ -85,3 +85,25 @@ def test_lasting_faults_fail_with_their_reason_within_the_deadline(tmp_path: Pat
     assert doc["status"] == "failed" and all(a["status"] == "failed" for a in doc["acquisitions"])
     assert not list(run_dir.rglob("raster.tif")), "a failed acquisition left a raster"
     _assert_nothing_unreadable(run_dir)
+
+
+@needs_shared
+def test_a_rate_limit_is_waited_out_as_its_retry_after_says(cog_tree: Path):
+    from affine import Affine
+
+    from s2core.model.grid import Grid
+    from s2core.read.reader import ReadPolicy, read_to_grid
+
+    band = next(cog_tree.glob("*/B04.tif"))
+    with rasterio.open(band) as ds:
+        t, crs = ds.transform, ds.crs.to_string()
+    grid = Grid(crs, Affine(120, 0, t.c + 12000, 0, -120, t.f - 12000), 50, 50)
+    with FaultServer(cog_tree) as server:
+        server.retry_after = 2
+        t0 = time.monotonic()
+        out = read_to_grid(f"{server.url}/retry429/{band.parent.name}/B04.tif", grid,
+                           policy=ReadPolicy(timeout=15, max_retries=3), label="B04")
+        elapsed = time.monotonic() - t0
+    assert out.shape == (50, 50)
+    assert 2.0 <= elapsed < 6.0, f"{elapsed:.1f} s: Retry-After: 2 not honoured"
+    assert server.statuses["retry429"].count(429) >= 1 and 200 in server.statuses["retry429"] + [206]

@@ -3,7 +3,6 @@ run ids, manifests pointing outside, zip slip, file permissions, and one-line er
 
 from __future__ import annotations
 
-import copy
 import json
 import os
 import stat
@@ -16,7 +15,7 @@ import pytest
 
 from s2core.model.request import valid_id
 from s2core.runfolder.export import run_files, zip_run
-from tests.conftest import INSIDE_TWM_WKT, MAPCHETE_CATALOG, ROOT, mapchete_items, needs_shared
+from tests.conftest import INSIDE_TWM_WKT, MAPCHETE_CATALOG, ROOT, mapchete_items, with_absolute_hrefs, needs_shared
 
 
 def _cli(*args: str, umask: str | None = None) -> subprocess.CompletedProcess:
@@ -32,12 +31,7 @@ def _hostile_catalog(folder: Path, **props: object) -> Path:
     for item, path in mapchete_items():
         if not ("2023-08-13" <= item["properties"]["datetime"][:10] <= "2023-08-15"):
             continue
-        it = copy.deepcopy(item)
-        it["links"] = []
-        for asset in it["assets"].values():
-            href = asset.get("href", "")
-            if href and "://" not in href and not href.startswith("/"):
-                asset["href"] = str((path.parent / href).resolve())
+        it = with_absolute_hrefs(item, path)
         for key, value in props.items():
             if value is None:
                 it["properties"].pop(key, None)

@@ -3,7 +3,6 @@ deployment's choice (S2_ALLOWED_STAC_HOSTS, S2_ALLOWED_ASSET_HOSTS, S2_CATALOG_R
 
 from __future__ import annotations
 
-import copy
 import json
 from pathlib import Path
 
@@ -12,7 +11,7 @@ import pytest
 from s2core import make_request, plan
 from s2core.errors import PolicyViolation
 from s2core.model.policy import AccessPolicy
-from tests.conftest import INSIDE_TWM_WKT, MAPCHETE_CATALOG, SHARED, mapchete_items, needs_shared
+from tests.conftest import INSIDE_TWM_WKT, MAPCHETE_CATALOG, SHARED, mapchete_items, with_absolute_hrefs, needs_shared
 from tests.servers import FaultServer
 
 
@@ -56,12 +55,7 @@ def test_an_item_naming_files_or_hosts_outside_the_policy_is_refused_before_any_
     catalog = tmp_path / "catalog"
     catalog.mkdir()
     for item, path in mapchete_items():
-        it = copy.deepcopy(item)
-        it["links"] = []
-        for asset in it["assets"].values():
-            href = asset.get("href", "")
-            if href and "://" not in href and not href.startswith("/"):
-                asset["href"] = str((path.parent / href).resolve())
+        it = with_absolute_hrefs(item, path)
         it["assets"]["red"]["href"] = "/etc/passwd"  # another run's raster, a secret: any path outside the roots
         it["assets"]["nir"]["href"] = "http://169.254.169.254/latest/meta-data"
         (catalog / f"{it['id']}.json").write_text(json.dumps(it))

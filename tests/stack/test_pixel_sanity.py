@@ -3,7 +3,6 @@ scaling) is a corrupt asset, not a completed acquisition; real bands, cloudy one
 
 from __future__ import annotations
 
-import copy
 import json
 from pathlib import Path
 
@@ -14,7 +13,7 @@ import rasterio
 from s2core import make_request, preprocess
 from s2core.errors import AssetReadError
 from s2core.model.radiometry import MAX_IMPLAUSIBLE_SHARE, implausible_share
-from tests.conftest import INSIDE_TWM_WKT, mapchete_items, needs_shared
+from tests.conftest import INSIDE_TWM_WKT, mapchete_items, with_absolute_hrefs, needs_shared
 
 ITEM_ID = "S2B_33TWM_20230813_0_L2A"
 
@@ -25,12 +24,7 @@ def _catalog_with_b04(tmp_path: Path, transform) -> Path:
     for item, path in mapchete_items():
         if item["id"] != ITEM_ID:
             continue
-        it = copy.deepcopy(item)
-        it["links"] = []
-        for key, asset in it["assets"].items():
-            href = asset.get("href", "")
-            if href and "://" not in href and not href.startswith("/"):
-                asset["href"] = str((path.parent / href).resolve())
+        it = with_absolute_hrefs(item, path)
         src = Path(it["assets"]["red"]["href"])
         with rasterio.open(src) as ds:
             data, profile = ds.read(1), ds.profile
