@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -11,6 +12,7 @@ from typing import Optional
 import numpy as np
 import rasterio
 from morecantile import TileMatrixSet
+from morecantile import tms as TMS
 from rio_tiler.constants import WEB_MERCATOR_TMS
 from rio_tiler.io import Reader
 from rio_tiler.models import ImageData
@@ -47,6 +49,17 @@ def open_layer(path: Path, tms: TileMatrixSet = WEB_MERCATOR_TMS,
     with rasterio.Env(**READ_ENV), rasterio.open(path, driver="GTiff") as ds, \
             Reader(None, dataset=ds, tms=tms, options=options or {}) as reader:
         yield reader
+
+
+@functools.lru_cache(maxsize=256)
+def _native_minzoom(path: str, stamp: int, tms_id: str) -> int:
+    with open_layer(Path(path), TMS.get(tms_id)) as reader:
+        return int(reader.minzoom)
+
+
+def native_minzoom(path: Path, tms: TileMatrixSet = WEB_MERCATOR_TMS) -> int:
+    """The coarsest zoom at which the layer's own overviews still cover a tile (cached per file version)."""
+    return _native_minzoom(str(path), path.stat().st_mtime_ns, tms.id)
 
 
 def read_tile(layer: Layer, path: Path, bands: list[str], tms: TileMatrixSet,

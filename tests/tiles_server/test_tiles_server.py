@@ -7,6 +7,7 @@ import json
 import shutil
 import subprocess
 import sys
+import time
 from pathlib import Path
 from typing import Any
 
@@ -290,3 +291,27 @@ def test_empty_root_lists_no_runs(tmp_path: Path):
         shutil.rmtree(tmp_path)
         assert requests.get(f"{srv.url}/runs", timeout=10).json() == []
         assert requests.get(f"{srv.url}/healthz", timeout=10).json()["root_exists"] is False
+
+
+# --------------------------------------------------------------------------- bounded work per request
+
+
+@needs_shared
+def test_tiles_far_below_the_native_zoom_are_refused_at_once(server: TilesServer, run_doc: dict[str, Any]):
+    acq = run_doc["acquisitions"][0]["id"]
+    tj = requests.get(f"{server.url}/runs/wide/{acq}/rgb/tilejson.json", timeout=30).json()
+    lon, lat = tj["center"][:2]
+    native = tj["minzoom"]
+    for z in (0, 1, native - 5):
+        t0 = time.monotonic()
+        resp = requests.get(_tile_url(server, acq, "rgb", TMS.tile(lon, lat, max(0, z))), timeout=30)
+        assert resp.status_code == 404 and "too far out" in resp.json()["detail"], resp.text
+        assert time.monotonic() - t0 < 2.0  # was 89 s of CPU for a z0 tile of a 120 m run
+    _png(requests.get(_tile_url(server, acq, "rgb", TMS.tile(lon, lat, native - 4)), timeout=60))
+
+
+def test_colormap_images_have_a_size_limit(server: TilesServer):
+    for query in ("?width=8000&height=8000", "?width=0", "?height=abc"):
+        resp = requests.get(f"{server.url}/colorMaps/viridis{query}", timeout=30)
+        assert resp.status_code == 400 and "from 1 to 2048" in resp.json()["detail"], resp.text
+    assert requests.get(f"{server.url}/colorMaps/viridis?width=256&height=20", timeout=30).status_code == 200
