@@ -24,55 +24,52 @@ log = logging.getLogger("s2core")
 CLI_GDAL_CACHE_MB = "256"
 
 
-_default, _choices = field_default, field_choices
-
-
 def _add_preprocess_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--aoi", default=None, help="AOI: vector file path (GeoJSON/GPKG/SHP), GeoJSON string or WKT "
                                                "(optional with --input: whole products)")
     p.add_argument("--start", default=None, help="first date, YYYY-MM-DD (optional with --input)")
     p.add_argument("--end", default=None, help="last date (inclusive), YYYY-MM-DD (optional with --input)")
-    p.add_argument("--catalog", default=_default("catalog"),
+    p.add_argument("--catalog", default=field_default("catalog"),
                    help="pc (default), earth-search, a STAC API URL, or a local catalog path")
     p.add_argument("--input", action="extend", nargs="+", default=None, metavar="PRODUCT",
                    help="local Sentinel-2 products instead of a catalog: .SAFE folders, .zip files, or folders of "
                         "them (L2A or L1C); all are processed as one batch")
     p.add_argument("--collection", default=None, help="STAC collection (default sentinel-2-l2a)")
-    p.add_argument("--out", default=str(_default("out_dir")),
+    p.add_argument("--out", default=str(field_default("out_dir")),
                    help="output root; the run is written to OUT/<run_id>/ (default: %(default)s)")
     p.add_argument("--run-id", default=None, help="name of the run folder (default: timestamp + random suffix)")
-    p.add_argument("--bands", default=",".join(_default("bands")), help="comma-separated bands (default: the 12 L2A bands)")
-    p.add_argument("--resolution", type=float, default=_default("resolution"),
+    p.add_argument("--bands", default=",".join(field_default("bands")), help="comma-separated bands (default: the 12 L2A bands)")
+    p.add_argument("--resolution", type=float, default=field_default("resolution"),
                    help="output pixel size in metres (default %(default)s)")
-    p.add_argument("--upsampling", default=_default("upsampling"), choices=_choices("upsampling"),
+    p.add_argument("--upsampling", default=field_default("upsampling"), choices=field_choices("upsampling"),
                    help="bands finer than their native pixels (default %(default)s; SCL always nearest)")
-    p.add_argument("--downsampling", default=_default("downsampling"), choices=_choices("downsampling"),
+    p.add_argument("--downsampling", default=field_default("downsampling"), choices=field_choices("downsampling"),
                    help="bands coarser than their native pixels, SNAP's methods skipping nodata (default %(default)s)")
-    p.add_argument("--flag-downsampling", default=_default("flag_downsampling"), choices=_choices("flag_downsampling"),
+    p.add_argument("--flag-downsampling", default=field_default("flag_downsampling"), choices=field_choices("flag_downsampling"),
                    help="class/flag rasters (SCL) coarser than native (default %(default)s)")
     p.add_argument("--crs", default=None, help="output CRS: EPSG code, PROJ string or WKT (default: UTM zone of the AOI; "
                                                "on a geographic CRS such as EPSG:4326 --resolution metres become degrees)")
-    p.add_argument("--output-format", default=_default("output_format"),
+    p.add_argument("--output-format", default=field_default("output_format"),
                    help="COG (default), GTiff, or a GDAL raster driver that can write, e.g. ENVI, HFA, netCDF: "
                         "adds raster.<ext> beside the COGs")
-    p.add_argument("--min-tile-cover", type=float, default=_default("min_tile_cover"),
+    p.add_argument("--min-tile-cover", type=float, default=field_default("min_tile_cover"),
                    help="minimum AOI fraction a pass must cover (default %(default)s)")
     p.add_argument("--max-tiles-per-time", type=int, default=None, help="most tiles per pass (default: no limit)")
     p.add_argument("--max-cloud-cover", type=float, default=None, help="skip items above this eo:cloud_cover (percent)")
-    p.add_argument("--dl-timeout", type=float, default=_default("dl_timeout"),
+    p.add_argument("--dl-timeout", type=float, default=field_default("dl_timeout"),
                    help="seconds allowed for reading one asset, retries included (default %(default)s)")
-    p.add_argument("--search-timeout", type=float, default=_default("search_timeout"),
+    p.add_argument("--search-timeout", type=float, default=field_default("search_timeout"),
                    help="seconds allowed for the whole STAC search, retries and pages included (default %(default)s)")
-    p.add_argument("--max-retries", type=int, default=_default("max_retries"),
+    p.add_argument("--max-retries", type=int, default=field_default("max_retries"),
                    help="retries of a failing read (default %(default)s)")
-    p.add_argument("--read-workers", type=int, default=_default("read_workers"),
+    p.add_argument("--read-workers", type=int, default=field_default("read_workers"),
                    help="parallel asset reads (default %(default)s)")
     p.add_argument("--max-aoi-km2", type=float, default=get_settings().max_aoi_km2,
                    help="refuse larger AOIs (default %(default)s, setting S2CORE_MAX_AOI_KM2)")
-    p.add_argument("--land-sea-mask", default=_default("land_sea_mask"), choices=_choices("land_sea_mask"),
+    p.add_argument("--land-sea-mask", default=field_default("land_sea_mask"), choices=field_choices("land_sea_mask"),
                    help="set land (land) or sea (sea) pixels of raster.tif to NoData (1 km global land mask, "
                         "coast refined with SCL water; default %(default)s)")
-    p.add_argument("--cloud-mask", default=_default("cloud_mask"), choices=_choices("cloud_mask"),
+    p.add_argument("--cloud-mask", default=field_default("cloud_mask"), choices=field_choices("cloud_mask"),
                    help="set cloudy/shadowed pixels of raster.tif to NoData by the product mask, the model "
                         "probabilities or the merged mask (model/merged with `run`; default %(default)s)")
     p.add_argument("--pc-key", default=None, help="Planetary Computer subscription key (or env PC_SDK_SUBSCRIPTION_KEY)")
@@ -81,18 +78,18 @@ def _add_preprocess_args(p: argparse.ArgumentParser) -> None:
 def _add_mask_args(p: argparse.ArgumentParser) -> None:
     g = p.add_argument_group("masks (reference names and defaults)")
     m = MaskOptions
-    g.add_argument("--cloud-model", default=",".join(_default("cloud_model", m)),
+    g.add_argument("--cloud-model", default=",".join(field_default("cloud_model", m)),
                    help="registered model name or .onnx file; comma-separate several for an ensemble "
                         "(default auto: ukis-csmask-6b-l2a with B11+B12, else ukis-csmask-4b-l2a)")
-    g.add_argument("--shadow-model", default=_default("shadow_model", m),
+    g.add_argument("--shadow-model", default=field_default("shadow_model", m),
                    help="model giving shadow probabilities (default %(default)s)")
-    g.add_argument("--cloud-thr", type=float, default=_default("cloud_thr", m),
+    g.add_argument("--cloud-thr", type=float, default=field_default("cloud_thr", m),
                    help="cloud probability threshold (default %(default)s)")
-    g.add_argument("--shadow-thr", type=float, default=_default("shadow_thr", m),
+    g.add_argument("--shadow-thr", type=float, default=field_default("shadow_thr", m),
                    help="shadow probability threshold (default %(default)s)")
-    g.add_argument("--dilation", type=int, default=_default("dilation", m),
+    g.add_argument("--dilation", type=int, default=field_default("dilation", m),
                    help="dilation disk radius in output pixels (default %(default)s)")
-    g.add_argument("--min-area", type=int, default=_default("min_area", m),
+    g.add_argument("--min-area", type=int, default=field_default("min_area", m),
                    help="remove masked regions / fill holes below this many px")
     g.add_argument("--no-product-mask", action="store_true", help="do not merge the product (SCL) mask")
     g.add_argument("--in-memory", action="store_true",
@@ -100,7 +97,7 @@ def _add_mask_args(p: argparse.ArgumentParser) -> None:
     g.add_argument("--inference-resolution", type=float, default=None,
                    help="metres (default: each model's native resolution, about 30 m for the U-Nets)")
     g.add_argument("--binary-mask", action="store_true", help="also write the reference's binary cloud_mask.tif")
-    g.add_argument("--batch-size", type=int, default=_default("batch_size", m),
+    g.add_argument("--batch-size", type=int, default=field_default("batch_size", m),
                    help="patches per inference batch (default %(default)s)")
 
 
@@ -361,9 +358,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         # failures reach the user once, through the summary or the one-line error
         logging.getLogger("s2core").setLevel(logging.CRITICAL)
         logging.getLogger("rasterio").setLevel(logging.CRITICAL)  # GDAL's own lines: the outcome is reported
-        logging.getLogger("urllib3").setLevel(logging.ERROR)
-        # GDAL's worker threads print their errors themselves (e.g. libtiff's "No space left on device")
-        os.environ.setdefault("CPL_LOG", os.devnull)  # its "Retrying (...)" lines: the outcome is reported
+        logging.getLogger("urllib3").setLevel(logging.ERROR)  # its "Retrying (...)" lines: the outcome is reported
         # Dask's own INFO chatter (this process, and worker processes through the environment)
         logging.getLogger("distributed").setLevel(logging.ERROR)
         os.environ.setdefault("DASK_LOGGING__DISTRIBUTED", "error")

@@ -149,3 +149,13 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
         if "stac_api" in getattr(item, "fixturenames", ()):
             item.add_marker(pytest.mark.postgres)
             item.add_marker(pytest.mark.slow)
+
+
+def one_line_error(res: Any, needle: str, prefix: str = "error: ") -> str:
+    """Assert that a CLI run failed with exit 2 and one stderr line starting with ``prefix`` and holding
+    ``needle`` (no traceback); returns that line."""
+    assert res.returncode == 2, res.stderr
+    lines = res.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith(prefix) and needle in lines[0], res.stderr
+    assert "Traceback" not in res.stderr
+    return lines[0]

@@ -53,7 +53,37 @@ class _Counter:
             self.bytes_sent = self.requests = self.ranged = 0
 
 
-class AssetServer:
+class _ThreadedUvicorn:
+    """An ASGI app served by uvicorn on a free loopback port in a daemon thread (a context manager)."""
+
+    port: int
+
+    def _serve(self, app: Any, name: str) -> None:
+        config = uvicorn.Config(app, host="127.0.0.1", port=self.port, log_level="warning", lifespan="off",
+                                timeout_keep_alive=30)
+        self._server = uvicorn.Server(config)
+        self._thread = threading.Thread(target=self._server.run, daemon=True, name=name)
+
+    @property
+    def url(self) -> str:
+        """Base URL, e.g. ``http://127.0.0.1:PORT``."""
+        return f"http://127.0.0.1:{self.port}"
+
+    def __enter__(self):  # noqa: ANN204 - the subclass
+        self._thread.start()
+        deadline = time.monotonic() + 15
+        while not self._server.started:
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"{self._thread.name} did not start")
+            time.sleep(0.02)
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self._server.should_exit = True
+        self._thread.join(timeout=5)
+
+
+class AssetServer(_ThreadedUvicorn):
     """Serve ``root`` over HTTP on loopback in a background thread.
 
     ``/files/<path>``: plain files with Range support. ``/stall/<path>``: hangs.
@@ -108,34 +138,13 @@ class AssetServer:
 
             await app(scope, receive, counting_send)
 
-        config = uvicorn.Config(counting, host="127.0.0.1", port=self.port, log_level="warning",
-                                lifespan="off", timeout_keep_alive=30)
-        self._server = uvicorn.Server(config)
-        self._thread = threading.Thread(target=self._server.run, daemon=True, name="asset-server")
-
-    @property
-    def url(self) -> str:
-        """Base URL, e.g. ``http://127.0.0.1:PORT``."""
-        return f"http://127.0.0.1:{self.port}"
+        self._serve(counting, "asset-server")
 
     def new_token(self) -> str:
         """Rotate the accepted token (old signed URLs now get 403)."""
         self.tokens_issued += 1
         self.token = f"t{self.tokens_issued}"
         return self.token
-
-    def __enter__(self) -> "AssetServer":
-        self._thread.start()
-        deadline = time.monotonic() + 15
-        while not self._server.started:
-            if time.monotonic() > deadline:
-                raise RuntimeError("asset server did not start")
-            time.sleep(0.02)
-        return self
-
-    def __exit__(self, *exc: Any) -> None:
-        self._server.should_exit = True
-        self._thread.join(timeout=5)
 
 
 def postgres_available() -> Optional[str]:
@@ -291,7 +300,7 @@ class TilesServer:
                 self.proc.kill()
 
 
-class FaultServer:
+class FaultServer(_ThreadedUvicorn):
     """A Range-capable file server on loopback that injects faults, chosen by the first path segment.
 
     ``/<mode>/<path>`` serves ``root/<path>`` with one of these behaviours (counted per mode and path):
@@ -401,30 +410,9 @@ class FaultServer:
                 return
             await respond(200, data, drip=mode == "drip")
 
-        config = uvicorn.Config(app, host="127.0.0.1", port=self.port, log_level="warning", lifespan="off",
-                                timeout_keep_alive=30)
-        self._server = uvicorn.Server(config)
-        self._thread = threading.Thread(target=self._server.run, daemon=True, name="fault-server")
-
-    @property
-    def url(self) -> str:
-        """Base URL, e.g. ``http://127.0.0.1:PORT``."""
-        return f"http://127.0.0.1:{self.port}"
+        self._serve(app, "fault-server")
 
     def seen(self, mode: str) -> int:
         """Requests the server answered under ``mode``."""
         with self.lock:
             return sum(n for (m, _), n in self.requests.items() if m == mode)
-
-    def __enter__(self) -> "FaultServer":
-        self._thread.start()
-        deadline = time.monotonic() + 15
-        while not self._server.started:
-            if time.monotonic() > deadline:
-                raise RuntimeError("fault server did not start")
-            time.sleep(0.02)
-        return self
-
-    def __exit__(self, *exc: Any) -> None:
-        self._server.should_exit = True
-        self._thread.join(timeout=5)

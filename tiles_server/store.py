@@ -18,6 +18,7 @@ from rasterio.warp import transform_bounds
 
 from s2core.runfolder.manifest import AcquisitionRecord, Manifest
 from s2core.model.request import valid_id
+from s2core.runfolder.atomic import resolve_inside
 from s2core.runfolder.listing import run_folders
 from s2core.runfolder.manifest import MANIFEST_NAME
 
@@ -68,12 +69,8 @@ class RunStore:
         self._lock = threading.Lock()
 
     def _inside(self, path: Path) -> Optional[Path]:
-        """``path`` resolved, or None when it leaves the root (e.g. through a symlink)."""
-        try:
-            real = path.resolve(strict=True)
-        except (OSError, RuntimeError):
-            return None
-        return real if real.is_relative_to(self.root) else None
+        """``path`` resolved, or None when it does not exist or leaves the root (e.g. through a symlink)."""
+        return resolve_inside(self.root, path, strict=True)
 
     def run(self, run_id: str) -> RunEntry:
         """The run ``run_id``; :class:`NotFound` for a bad id, a folder outside the root or no manifest."""

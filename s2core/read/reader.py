@@ -527,28 +527,27 @@ def _describe(f: ReadFailure) -> str:
     return f"HTTP {f.status}" if f.status is not None else f.detail
 
 
+#: The message of each kind of failure: what failed, why, how often it was tried, what to do.
+_MESSAGES: dict[str, str] = {
+    "missing": "Cannot read {where}: the file does not exist ({status}): check the catalog's asset URLs.",
+    "not_raster": "Cannot read {where}: the server's answer is not a raster (an error or login page?): "
+                  "check the catalog's asset URLs and access.",
+    "corrupt": "Cannot read {where}: the file is corrupt (it cannot be decoded: {detail}): "
+               "the copy on the server is damaged; report it to the catalog or retry later.",
+    "truncated": "Cannot read {where}: the file is truncated ({detail}) on {tries}: the copy on the server is "
+                 "incomplete; retry later or report it to the catalog.",
+    "auth": "Cannot read {where}: access refused ({status}) on {tries}, re-signing included: "
+            "check pc_key / the catalog's credentials.",
+    "refused": "Cannot read {where}: the server refused it ({status}): check the catalog's asset URLs.",
+    "transient": "Cannot read {where}: {status} on {tries} within dl_timeout (each HTTP request retried too): "
+                 "the server {host} is failing or unreachable; retry later or raise --max-retries.",
+}
+
+
 def _failure_message(what: str, href: str, f: ReadFailure, attempts: int) -> str:
-    """One sentence: what failed, why (the real status), how often it was tried, and what to do."""
-    where = f"{what} from {_redact(href)}"
-    tries = f"{attempts} attempt(s)"
-    if f.kind == "missing":
-        return f"Cannot read {where}: the file does not exist ({_describe(f)}): check the catalog's asset URLs."
-    if f.kind == "not_raster":
-        return (f"Cannot read {where}: the server's answer is not a raster (an error or login page?): "
-                "check the catalog's asset URLs and access.")
-    if f.kind == "corrupt":
-        return (f"Cannot read {where}: the file is corrupt (it cannot be decoded: {f.detail}): "
-                "the copy on the server is damaged; report it to the catalog or retry later.")
-    if f.kind == "truncated":
-        return (f"Cannot read {where}: the file is truncated ({f.detail}) on {tries}: the copy on the server is "
-                "incomplete; retry later or report it to the catalog.")
-    if f.kind == "auth":
-        return (f"Cannot read {where}: access refused ({_describe(f)}) on {tries}, re-signing included: "
-                "check pc_key / the catalog's credentials.")
-    if f.kind == "refused":
-        return f"Cannot read {where}: the server refused it ({_describe(f)}): check the catalog's asset URLs."
-    return (f"Cannot read {where}: {_describe(f)} on {tries} within dl_timeout (each HTTP request retried too): "
-            f"the server {_host(href)} is failing or unreachable; retry later or raise --max-retries.")
+    """One sentence for a failed read (:data:`_MESSAGES`), with the real status and number of attempts."""
+    return _MESSAGES[f.kind].format(where=f"{what} from {_redact(href)}", tries=f"{attempts} attempt(s)",
+                                    status=_describe(f), detail=f.detail, host=_host(href))
 
 
 def _host(href: str) -> str:

@@ -10,7 +10,18 @@ import json
 import os
 import tempfile
 from pathlib import Path
-from typing import Any
+from typing import Any, Optional
+
+
+def resolve_inside(root: Path, path: Path | str, strict: bool = False) -> Optional[Path]:
+    """``path`` (relative to ``root``, or absolute) resolved with symlinks followed, or None when it leaves the
+    folder ``root`` (``..``, a link leading elsewhere) or, with ``strict``, does not exist."""
+    root = Path(root).resolve()
+    try:
+        real = (root / path).resolve(strict=strict)
+    except (OSError, RuntimeError):
+        return None
+    return real if real.is_relative_to(root) else None
 
 
 def inside(root: Path, rel: str) -> bool:
@@ -18,11 +29,7 @@ def inside(root: Path, rel: str) -> bool:
     followed): no absolute path, no ``..`` climbing out, no link leading elsewhere."""
     if not rel or Path(rel).is_absolute() or "\\" in rel:
         return False
-    root = Path(root).resolve()
-    try:
-        return (root / rel).resolve().is_relative_to(root)
-    except (OSError, RuntimeError):
-        return False
+    return resolve_inside(root, rel) is not None
 
 
 def tmp_path(path: Path) -> Path:

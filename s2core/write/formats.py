@@ -8,6 +8,7 @@ then moved into place, sidecar files included.
 
 from __future__ import annotations
 
+import functools
 import shutil
 import tempfile
 import uuid
@@ -35,6 +36,7 @@ def _drivers() -> dict[str, str]:
         return {name.upper(): name for name in env.drivers()}
 
 
+@functools.lru_cache(maxsize=64)  # a trial copy per driver, band count and type is enough per process
 def check_output_format(name: str, count: int = 12, dtype: str = "uint16") -> str:
     """The canonical GDAL driver name for ``name`` when it can write a ``count``-band ``dtype`` raster.
 
