@@ -244,7 +244,9 @@ def _summary(request, manifest) -> int:  # noqa: ANN001
     """Print where a run's outputs are; 0 when every acquisition completed, else 1."""
     run_dir = os.path.join(str(request.out_dir), manifest.run_id)
     done = [a for a in manifest.acquisitions if a.status == "completed"]
-    print(f"Run {manifest.run_id}: {len(done)} acquisition(s) written to {run_dir}")
+    kept = set(manifest.resumed)
+    resumed = f" ({len(kept)} kept from the earlier run of this id)" if kept else ""
+    print(f"Run {manifest.run_id}: {len(done)} acquisition(s) written to {run_dir}{resumed}")
     print(f"Manifest: {os.path.join(run_dir, 'manifest.json')}")
     for a in manifest.acquisitions:
         if a.status == "completed":
@@ -253,7 +255,7 @@ def _summary(request, manifest) -> int:  # noqa: ANN001
                 line += (f"  mask: cloud {a.mask_fractions['cloud']:.1%} shadow {a.mask_fractions['shadow']:.1%}"
                          f" (product: cloud {a.product_mask_fractions['cloud']:.1%}"
                          f" shadow {a.product_mask_fractions['shadow']:.1%})")
-            print(line)
+            print(line + ("  (kept)" if a.id in kept else ""))
         else:
             print(f"  {a.id}  FAILED: {a.error}")
     for s in manifest.skipped:

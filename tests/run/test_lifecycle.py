@@ -58,6 +58,7 @@ def _resume_and_check(out: Path, run_id: str, kept: list[str]) -> None:
     before = {a: _fingerprints(out / run_id, a) for a in kept}
     res = subprocess.run(_args(out, run_id), cwd=ROOT, capture_output=True, text=True, timeout=600)
     assert res.returncode == 0, res.stderr
+    assert f"{len(kept)} kept from the earlier run" in res.stdout, res.stdout
     doc = _manifest(out, run_id)
     assert doc["status"] == "completed" and set(kept) <= set(doc["resumed"])
     assert len(doc["acquisitions"]) == 3 and all(a["status"] == "completed" for a in doc["acquisitions"])
