@@ -22,8 +22,11 @@ from s2core.run.cluster import parse_scheduler
 from s2core.errors import InvalidAOI, InvalidParameter, S2CoreError
 from s2core.planner import plan
 from s2core.masks.registry import registered_cards
-from s2core.model.request import MaskOptions, PreprocessRequest, field_choices, field_default
+from s2core.model.decision import REFERENCE_DECISION
+from s2core.model.request import DEFAULT_DILATION_M, MaskOptions, PreprocessRequest, field_choices, field_default
 from s2core.run.request import make_request
+from s2core.runfolder.cloud_stats import run_stats
+from s2core.runfolder.manifest import load_manifest
 from s2core.settings import get_settings
 
 CATALOGS = {"Planetary Computer": "pc", "Earth Search": "earth-search", "STAC API URL": None, "Local catalog": None}
@@ -153,13 +156,26 @@ with st.expander("Cloud and shadow masks", expanded=True):
                                  key="cloud_model", disabled=not use_masks,
                                  help="'auto' picks the U-Net that matches the bands.")
     shadow_model = c2.selectbox("shadow_model", shadow_names, key="shadow_model", disabled=not use_masks)
-    c1, c2, c3, c4 = st.columns(4)
-    cloud_thr = c1.slider("cloud_thr", 0.0, 1.0, field_default("cloud_thr", MaskOptions), 0.01, key="cloud_thr", disabled=not use_masks)
-    shadow_thr = c2.slider("shadow_thr", 0.0, 1.0, field_default("shadow_thr", MaskOptions), 0.01, key="shadow_thr", disabled=not use_masks)
-    dilation = c3.number_input("dilation (px)", min_value=0, max_value=50, value=field_default("dilation", MaskOptions),
-                               key="dilation",
-                               disabled=not use_masks)
-    in_memory = c4.checkbox("in_memory", value=field_default("in_memory", MaskOptions), key="in_memory", disabled=not use_masks,
+    c1, c2, c3 = st.columns(3)
+    own_decision = c1.radio("decision", ["the model's own", "thresholds"], key="decision", horizontal=True,
+                            disabled=not use_masks,
+                            help="The model's own: each model card's rule (argmax for the U-Nets, 0.4 for "
+                                 "s2cloudless). Thresholds: cloud / shadow where the probability is above them "
+                                 "(the reference uses 0.3 / 0.2).") == "the model's own"
+    cloud_thr = c2.slider("cloud_thr", 0.0, 1.0, REFERENCE_DECISION.cloud_thr, 0.01, key="cloud_thr",
+                          disabled=not use_masks or own_decision)
+    shadow_thr = c3.slider("shadow_thr", 0.0, 1.0, REFERENCE_DECISION.shadow_thr, 0.01, key="shadow_thr",
+                           disabled=not use_masks or own_decision)
+    c1, c2, c3 = st.columns(3)
+    dilation_m = c1.number_input("dilation (m)", min_value=0.0, max_value=2000.0, step=10.0,
+                                 value=DEFAULT_DILATION_M, key="dilation_m", disabled=not use_masks,
+                                 help="Radius of the disk the cloud and shadow masks grow by, in metres (the "
+                                      "reference's 5 px at 10 m = 50 m); rounded to whole output pixels.")
+    shadow_check = c2.selectbox("shadow_check", field_choices("shadow_check", MaskOptions), key="shadow_check",
+                                disabled=not use_masks,
+                                help="filter: shadows that no cloud (200 m to 12 km high) can cast under the "
+                                     "acquisition's sun become clear. off: the reference's behaviour.")
+    in_memory = c3.checkbox("in_memory", value=field_default("in_memory", MaskOptions), key="in_memory", disabled=not use_masks,
                             help="Whole raster in memory for inference: faster, more memory.")
 
 
@@ -175,7 +191,8 @@ def _request() -> PreprocessRequest:
     masks = None
     if use_masks:
         masks = {"cloud_model": list(cloud_model) or ["auto"], "shadow_model": shadow_model,
-                 "cloud_thr": cloud_thr, "shadow_thr": shadow_thr, "dilation": int(dilation), "in_memory": in_memory}
+                 "cloud_thr": None if own_decision else cloud_thr, "shadow_thr": None if own_decision else shadow_thr,
+                 "dilation_m": float(dilation_m), "shadow_check": shadow_check, "in_memory": in_memory}
     return make_request(
         aoi=aoi, start=start, end=end, catalog=catalog.strip(), bands=list(bands) or "", resolution=resolution,
         out_dir=ctx.runs_dir, min_tile_cover=min_tile_cover, max_tiles_per_time=int(max_tiles) or None,
@@ -275,9 +292,28 @@ def job_panel(job_id: str) -> None:
     else:
         st.error(snap.error or "The run failed.")
     if snap.status in ("completed", "partial"):
+        _run_outcome(snap.run_dir)
         c1, c2 = st.columns(2)
         c1.page_link("pages/2_Compare.py", label="Compare masks", icon="🗺️")
         c2.page_link("pages/3_Export.py", label="Export GeoTIFFs", icon="⬇️")
+
+
+def _run_outcome(run_dir: Path) -> None:
+    """The run's warnings (e.g. a model outside the scale it was trained for) and its dates, clearest first."""
+    try:
+        manifest = load_manifest(run_dir)
+        stats = run_stats(run_dir)
+    except (OSError, ValueError):
+        return
+    for warning in dict.fromkeys(w for a in manifest.acquisitions for w in a.warnings):
+        st.warning(warning)
+    if stats:
+        best = stats[0].clear
+        st.dataframe(pd.DataFrame([{
+            "date": s.date, "clear % of AOI": round(100 * s.clear, 1), "cloud %": round(100 * s.cloud, 1),
+            "shadow %": round(100 * s.shadow, 1), "nodata %": round(100 * s.nodata, 1),
+            "clearest": "★" if s.clear >= best - 1e-9 else "", "from": s.source} for s in stats]),
+            hide_index=True, width="stretch")
 
 
 own = job_manager().owned(st.session_state.get("job_token") or st.query_params.get("job"))

@@ -14,7 +14,7 @@ from tqdm import tqdm
 
 from s2core.errors import InvalidParameter, S2CoreError
 from s2core.progress import CancelToken, ProgressEvent
-from s2core.model.request import MaskOptions, field_choices, field_default
+from s2core.model.request import DEFAULT_DILATION_M, MaskOptions, field_choices, field_default
 from s2core.run.request import make_request
 from s2core.runfolder.manifest import new_run_id
 from s2core.settings import get_settings
@@ -84,13 +84,24 @@ def _add_mask_args(p: argparse.ArgumentParser) -> None:
     g.add_argument("--shadow-model", default=field_default("shadow_model", m),
                    help="model giving shadow probabilities (default %(default)s)")
     g.add_argument("--cloud-thr", type=float, default=field_default("cloud_thr", m),
-                   help="cloud probability threshold (default %(default)s)")
+                   help="cloud where probability > this (default: the model's own decision, argmax for the U-Nets, "
+                        "0.4 for s2cloudless, 0.3 for FarmVibes-convention files)")
     g.add_argument("--shadow-thr", type=float, default=field_default("shadow_thr", m),
-                   help="shadow probability threshold (default %(default)s)")
+                   help="shadow where probability > this (default: the model's own decision; reference: 0.2)")
+    g.add_argument("--dilation-m", type=float, default=field_default("dilation_m", m),
+                   help=f"dilation disk radius in metres (default {DEFAULT_DILATION_M:g} m)")
     g.add_argument("--dilation", type=int, default=field_default("dilation", m),
-                   help="dilation disk radius in output pixels (default %(default)s)")
+                   help="dilation disk radius in output pixels instead (reference: 5)")
+    g.add_argument("--min-area-m2", type=float, default=field_default("min_area_m2", m),
+                   help="remove masked regions / fill holes below this many m² (default off)")
     g.add_argument("--min-area", type=int, default=field_default("min_area", m),
-                   help="remove masked regions / fill holes below this many px")
+                   help="the same in px instead")
+    g.add_argument("--shadow-check", default=field_default("shadow_check", m), choices=field_choices("shadow_check", m),
+                   help="filter: shadows that no cloud can cast under the acquisition's sun become clear; off: the "
+                        "reference's behaviour (default %(default)s)")
+    g.add_argument("--cloud-heights", default=f"{field_default('min_cloud_height', m):g},"
+                                              f"{field_default('max_cloud_height', m):g}",
+                   help="MIN,MAX cloud heights in metres for the shadow check (default %(default)s)")
     g.add_argument("--no-product-mask", action="store_true", help="do not merge the product (SCL) mask")
     g.add_argument("--in-memory", action="store_true",
                    help="hold the whole raster in memory for inference (faster, more memory)")
@@ -112,10 +123,22 @@ def _add_scale_args(p: argparse.ArgumentParser) -> None:
                         "all planned as one task graph")
 
 
+def _cloud_heights(text: str) -> dict[str, object]:
+    """``MIN,MAX`` metres -> the two request fields (the request validates their values)."""
+    parts = [p.strip() for p in str(text).split(",")]
+    try:
+        low, high = (float(p) for p in parts)
+    except ValueError:
+        raise InvalidParameter(f"--cloud-heights {text!r} is not MIN,MAX in metres: e.g. 200,12000.") from None
+    return {"min_cloud_height": low, "max_cloud_height": high}
+
+
 def _mask_options(args: argparse.Namespace) -> dict[str, object]:
     return {
         "cloud_model": args.cloud_model, "shadow_model": args.shadow_model, "cloud_thr": args.cloud_thr,
         "shadow_thr": args.shadow_thr, "dilation": args.dilation, "min_area": args.min_area,
+        "dilation_m": args.dilation_m, "min_area_m2": args.min_area_m2, "shadow_check": args.shadow_check,
+        **_cloud_heights(args.cloud_heights),
         "use_product_mask": not args.no_product_mask, "in_memory": args.in_memory,
         "inference_resolution": args.inference_resolution, "binary_mask": args.binary_mask,
         "batch_size": args.batch_size,
@@ -260,6 +283,8 @@ def _summary(request, manifest) -> int:  # noqa: ANN001
             print(f"  {a.id}  FAILED: {a.error}")
     for s in manifest.skipped:
         print(f"  {s.date} skipped: {s.reason}")
+    for warning in dict.fromkeys(w for a in manifest.acquisitions for w in a.warnings):
+        print(f"warning: {warning}")
     return 0 if manifest.status == "completed" else 1
 
 
@@ -301,6 +326,33 @@ def cmd_models(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_stats(args: argparse.Namespace) -> int:
+    """Cloud statistics over the AOI per date, clearest first (and a fields × dates table for a batch)."""
+    from pydantic import ValidationError  # lazy: only this command reads manifests
+
+    from s2core.runfolder import cloud_stats  # lazy: a command loads its stage only when it runs (--help and usage errors stay instant)
+
+    stats = []
+    for given in args.run_dir:
+        runs = cloud_stats.runs_of(given)
+        if not runs:
+            raise InvalidParameter(f"{given} is not a run folder (no manifest.json in it or in its sub-folders): "
+                                   "give OUT/<run-id>, or the output folder of a batch.")
+        for run in runs:
+            try:
+                stats += cloud_stats.run_stats(run)
+            except (OSError, ValueError, ValidationError) as exc:
+                raise InvalidParameter(f"{run}/manifest.json cannot be read ({type(exc).__name__}): the run folder "
+                                       "is damaged or from another tool.") from None
+    if args.csv:
+        print(cloud_stats.to_csv(stats), end="")
+    elif args.json:
+        print(cloud_stats.to_json(stats))
+    else:
+        print(cloud_stats.to_text(stats) if stats else "No completed acquisition.")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser of ``python -m s2core``."""
     parser = argparse.ArgumentParser(prog="python -m s2core", description="Sentinel-2 preprocessing and cloud/shadow masks (STAC catalogs or local SAFE products).")
@@ -321,7 +373,13 @@ def build_parser() -> argparse.ArgumentParser:
     m = sub.add_parser("models", help="list the registered cloud/shadow models")
     m.add_argument("--build", action="store_true", help="(re)build models/s2cloudless.onnx from the s2cloudless package")
     m.set_defaults(func=cmd_models)
-    for command in (p, s, r, m):  # also after the command: `python -m s2core run ... -q`
+    st = sub.add_parser("stats", help="cloud statistics over the AOI per date, clearest first (a batch: fields x dates)")
+    st.add_argument("run_dir", nargs="+", help="run folder(s) OUT/<run-id>, or a batch's output folder")
+    fmt = st.add_mutually_exclusive_group()
+    fmt.add_argument("--csv", action="store_true", help="one CSV row per acquisition (shares 0..1)")
+    fmt.add_argument("--json", action="store_true", help="JSON (with the fields x dates table for several runs)")
+    st.set_defaults(func=cmd_stats)
+    for command in (p, s, r, m, st):  # also after the command: `python -m s2core run ... -q`
         _add_global_args(command, argparse.SUPPRESS)
     return parser
 

@@ -32,6 +32,7 @@ import numpy as np
 from s2core.errors import InvalidParameter
 from s2core.runfolder.layout import BINARY_NODATA
 from s2core.model.classes import CLEAR, CLOUD, NODATA, SHADOW
+from s2core.model.decision import REFERENCE_DECISION
 
 
 
@@ -39,8 +40,8 @@ from s2core.model.classes import CLEAR, CLOUD, NODATA, SHADOW
 class MergeParams:
     """Thresholds and morphology of the merge (reference names and defaults)."""
 
-    cloud_thr: float = 0.3
-    shadow_thr: float = 0.2
+    cloud_thr: float = REFERENCE_DECISION.cloud_thr
+    shadow_thr: float = REFERENCE_DECISION.shadow_thr
     dilation: int = 5
     min_area: int = 0
     use_product_mask: bool = True
@@ -106,11 +107,14 @@ def merge_masks(
 
 
 def _dilated_class(hit: np.ndarray, code: int, product_mask: np.ndarray, params: MergeParams,
-                   valid: np.ndarray) -> np.ndarray:
-    """Model hits (plus the product's ``code`` pixels when it counts), dilated, kept on valid pixels."""
+                   valid: np.ndarray, possible: Optional[np.ndarray] = None) -> np.ndarray:
+    """Model hits (plus the product's ``code`` pixels when it counts), kept where ``possible``, dilated,
+    kept on valid pixels."""
     hit = hit & valid
     if params.use_product_mask:
         hit |= product_mask == code
+    if possible is not None:
+        hit &= possible
     out = dilate(hit, params.dilation)
     out &= valid
     return out
@@ -122,14 +126,16 @@ def merge_flags(
     product_mask: np.ndarray,
     params: MergeParams,
     valid: Optional[np.ndarray] = None,
+    shadow_possible: Optional[np.ndarray] = None,
 ) -> np.ndarray:
-    """:func:`merge_masks` after thresholding: boolean model cloud / shadow maps."""
+    """:func:`merge_masks` after the decision: boolean model cloud / shadow maps. ``shadow_possible``
+    (the shadow check, :mod:`s2core.masks.shadow_check`): model and product shadows elsewhere become clear."""
     if valid is None:
         valid = product_mask != NODATA
     # full-size temporaries are freed as soon as possible: a 10980² tile is 120 MB per array
     cloud_d = _dilated_class(cloud, CLOUD, product_mask, params, valid)
     del cloud
-    shadow_d = _dilated_class(shadow, SHADOW, product_mask, params, valid)
+    shadow_d = _dilated_class(shadow, SHADOW, product_mask, params, valid, shadow_possible)
     del shadow
     shadow_d &= ~cloud_d
     merged = np.where(valid, product_mask, NODATA).astype(np.uint8, copy=False)

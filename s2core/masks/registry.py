@@ -29,6 +29,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from s2core.model.bands import normalize_band
+from s2core.model.decision import REFERENCE_DECISION, Decision
 from s2core.errors import InvalidModel, ModelBandsMissing, UnknownModel
 from s2core.model.request import MaskOptions
 from s2core.settings import get_settings
@@ -84,6 +85,22 @@ class OutputSpec(BaseModel):
     shadow: Optional[int] = None
 
 
+class DecisionSpec(BaseModel):
+    """The rule that reproduces the model's own decision (:mod:`s2core.model.decision`): ``argmax`` for
+    3-class softmax models (the thresholds are then used only when the model is mixed with others),
+    ``threshold`` with the model's own thresholds otherwise."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+    rule: Literal["argmax", "threshold"] = "threshold"
+    cloud_thr: float = Field(0.5, ge=0, le=1)
+    shadow_thr: float = Field(0.5, ge=0, le=1)
+
+
+#: The reference's thresholds (FarmVibes.AI ``merge_cloud_masks_simple``), for files of its convention.
+FARMVIBES_DECISION = DecisionSpec(rule="threshold", cloud_thr=REFERENCE_DECISION.cloud_thr,
+                                  shadow_thr=REFERENCE_DECISION.shadow_thr)
+
+
 class ModelCard(BaseModel):
     """A model card (see ``models/README.md`` for the fields)."""
 
@@ -100,6 +117,7 @@ class ModelCard(BaseModel):
     spatial: SpatialSpec = SpatialSpec()
     native_resolution: float = 10.0
     output: OutputSpec
+    decision: DecisionSpec = DecisionSpec()
     postprocess: dict[str, float] = Field(default_factory=dict)
     convention: Optional[str] = None
 
@@ -162,13 +180,13 @@ def farmvibes_card(path: Path, role: Role) -> ModelCard:
             name=path.name, description="user model, FarmVibes.AI cloud convention",
             source=ModelSource(file=str(path)), bands=FARMVIBES_BANDS,
             input=InputSpec(scaling="dn"), spatial=SpatialSpec(kind="patch", patch_size=512, overlap=128),
-            output=OutputSpec(kind="softmax", cloud=1), convention="farmvibes-cloud",
+            output=OutputSpec(kind="softmax", cloud=1), convention="farmvibes-cloud", decision=FARMVIBES_DECISION,
         )
     return ModelCard(
         name=path.name, description="user model, FarmVibes.AI shadow convention",
         source=ModelSource(file=str(path)), bands=FARMVIBES_BANDS,
         input=InputSpec(scaling="dn_1e-4"), spatial=SpatialSpec(kind="patch", patch_size=512, overlap=128),
-        output=OutputSpec(kind="sigmoid", shadow=0), convention="farmvibes-shadow",
+        output=OutputSpec(kind="sigmoid", shadow=0), convention="farmvibes-shadow", decision=FARMVIBES_DECISION,
     )
 
 
@@ -288,3 +306,29 @@ def resolve_mask_options(options: MaskOptions, bands: tuple[str, ...], level: st
         shadow = auto or auto_model(bands, level)
     check_level(get_card(shadow, "shadow"), level).check_bands(bands)
     return options.model_copy(update={"cloud_model": tuple(clouds), "shadow_model": shadow})
+
+
+def decision_for(options: MaskOptions) -> Decision:
+    """The decision rule of resolved ``options``: each model's own (its card's ``decision``) unless the
+    user gave ``cloud_thr`` / ``shadow_thr``.
+
+    ``argmax`` when every model in use decides by argmax and no threshold is given; else ``threshold``
+    with the given values, the missing ones from the cards (cloud: the mean over the cloud models'
+    cards; shadow: the shadow model's card).
+    """
+    clouds = [get_card(name, "cloud") for name in options.cloud_model]
+    shadow = get_card(options.shadow_model, "shadow")
+    if options.cloud_thr is None and options.shadow_thr is None and all(
+            c.decision.rule == "argmax" for c in (*clouds, shadow)):
+        return Decision("argmax")
+    cloud_thr = options.cloud_thr
+    if cloud_thr is None:
+        cloud_thr = round(sum(c.decision.cloud_thr for c in clouds) / len(clouds), 6)
+    shadow_thr = options.shadow_thr if options.shadow_thr is not None else shadow.decision.shadow_thr
+    return Decision("threshold", cloud_thr, shadow_thr)
+
+
+def model_bands(options: MaskOptions) -> tuple[str, ...]:
+    """Every band the models of resolved ``options`` read, without repeats."""
+    names = (*options.cloud_model, options.shadow_model)
+    return tuple(dict.fromkeys(b for name in names for b in get_card(name).bands))

@@ -20,7 +20,7 @@ import logging
 import math
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Optional, Protocol
+from typing import Any, Callable, Mapping, Optional, Protocol
 
 import numpy as np
 import rasterio
@@ -36,7 +36,11 @@ from s2core.masks.ensemble import ensemble_mean
 from s2core.masks.merge import MergeParams, binary_mask, merge_flags
 from s2core.runfolder.layout import CLOUD_MASK, CLOUD_PROB, MASK, PROB_NODATA, PROB_SCALE, SHADOW_PROB, raster_valid
 from s2core.write.cog import STRIP_ROWS, cog_strip_writer, write_cog
-from s2core.masks.registry import ModelCard, get_card
+from s2core.masks.registry import ModelCard, decision_for, get_card
+from s2core.masks.shadow_check import shadow_check
+from s2core.model.decision import Decision
+from s2core.model.scene import ViewAngles
+from s2core.stack.context import CloudContext
 from s2core.model.request import MaskOptions
 
 log = logging.getLogger(__name__)
@@ -122,9 +126,37 @@ def block_mean(dn: np.ndarray, factor: int) -> tuple[np.ndarray, np.ndarray]:
     return out, ok
 
 
-def inference_factor(card: ModelCard, grid: Grid, resolution: Optional[float]) -> int:
+#: A model whose input pixels are more than this many times its native resolution is outside the scale it
+#: was trained for (said in the manifest, the CLI and the app).
+COARSE_INPUT_RATIO = 2.0
+
+
+def inference_resolution(card: ModelCard, resolution: Optional[float],
+                         source_resolution: Optional[Mapping[str, float]] = None) -> float:
+    """The resolution (m) a model runs at: ``resolution`` when given, else the coarser of its native
+    resolution and the source pixels of the bands it reads (upsampled pixels hold no more detail)."""
+    if resolution:
+        return float(resolution)
+    source = max((source_resolution or {}).get(b, 0.0) for b in card.bands)
+    return max(card.native_resolution, source)
+
+
+def coarse_input_warning(card: ModelCard, source_resolution: Optional[Mapping[str, float]]) -> Optional[str]:
+    """A warning when the model's bands come from pixels more than :data:`COARSE_INPUT_RATIO` × its native
+    resolution (e.g. 120 m tiles through the 30 m U-Nets), else None."""
+    source = max((source_resolution or {}).get(b, 0.0) for b in card.bands)
+    if source > COARSE_INPUT_RATIO * card.native_resolution:
+        return (f"{card.name} was trained on {card.native_resolution:g} m pixels but its bands come from "
+                f"{source:g} m pixels ({source / card.native_resolution:.0f}x coarser): its cloud and shadow "
+                "masks are outside the scale it was trained for and less reliable; use full-resolution data for "
+                "trustworthy masks.")
+    return None
+
+
+def inference_factor(card: ModelCard, grid: Grid, resolution: Optional[float],
+                     source_resolution: Optional[Mapping[str, float]] = None) -> int:
     """Integer block size between the output grid and the model's inference resolution."""
-    target = resolution or card.native_resolution
+    target = inference_resolution(card, resolution, source_resolution)
     return max(1, int(round(target / grid.resolution_m)))
 
 
@@ -151,6 +183,7 @@ class ModelRun:
     factor: int
     probs: np.ndarray  # (len(roles), Hi, Wi) float32, NaN = nodata
     stats: EngineStats
+    warning: Optional[str] = None
 
 
 def run_models(
@@ -161,8 +194,10 @@ def run_models(
     *,
     cancel: Optional[Callable[[], None]] = None,
     on_progress: Optional[Callable[[float, str], None]] = None,
+    source_resolution: Optional[Mapping[str, float]] = None,
 ) -> list[ModelRun]:
-    """Run every model named in ``options`` once (a model serving both roles runs once)."""
+    """Run every model named in ``options`` once (a model serving both roles runs once), each at its
+    :func:`inference_resolution` (``source_resolution``: band -> metres of the source pixels)."""
     wanted: dict[str, set[str]] = {}
     for name in options.cloud_model:
         wanted.setdefault(name, set()).add("cloud")
@@ -172,7 +207,7 @@ def run_models(
         card = get_card(name, "cloud" if "cloud" in roles_set else "shadow")
         roles = tuple(r for r in ("cloud", "shadow") if r in roles_set)
         index = card.check_bands(bands)
-        factor = inference_factor(card, grid, options.inference_resolution)
+        factor = inference_factor(card, grid, options.inference_resolution, source_resolution)
         hi, wi = math.ceil(grid.height / factor), math.ceil(grid.width / factor)
         probs = np.full((len(roles), hi, wi), np.nan, dtype=np.float32)
 
@@ -188,7 +223,10 @@ def run_models(
         stats = run_model(job, EngineOptions(patch=options.patch_size, batch_size=options.batch_size,
                                              cancel=cancel, on_row=on_row))
         log.info("%s at %g m: %d patches, %d skipped", name, grid.resolution_m * factor, stats.patches, stats.skipped)
-        runs.append(ModelRun(card, roles, factor, probs, stats))
+        warning = coarse_input_warning(card, source_resolution)
+        if warning:
+            log.warning("%s", warning)
+        runs.append(ModelRun(card, roles, factor, probs, stats, warning))
     return runs
 
 
@@ -229,6 +267,8 @@ class MaskResult:
     outputs: dict[str, str]
     fractions: dict[str, float]
     models: dict[str, dict[str, object]]
+    merge: dict[str, object] = field(default_factory=dict)
+    warnings: list[str] = field(default_factory=list)
 
 
 def _bounded_gdal_cache(fn: Callable[..., MaskResult]) -> Callable[..., MaskResult]:
@@ -240,6 +280,12 @@ def _bounded_gdal_cache(fn: Callable[..., MaskResult]) -> Callable[..., MaskResu
             return fn(*args, **kwargs)
 
     return wrapper
+
+
+def merge_params(options: MaskOptions, grid: Grid, decision: Decision) -> MergeParams:
+    """The merge's thresholds and morphology on ``grid`` (metres turned into its pixels)."""
+    return MergeParams(decision.cloud_thr, decision.shadow_thr, options.dilation_px(grid.resolution_m),
+                       options.min_area_px(grid.resolution_m), options.use_product_mask)
 
 
 @_bounded_gdal_cache
@@ -255,13 +301,20 @@ def mask_acquisition(
     cancel: Optional[Callable[[], None]] = None,
     on_progress: Optional[Callable[[float, str], None]] = None,
     valid: Optional[np.ndarray] = None,
+    angles: Optional[ViewAngles] = None,
+    context: Optional[CloudContext] = None,
+    source_resolution: Optional[Mapping[str, float]] = None,
+    within: Optional[np.ndarray] = None,
 ) -> MaskResult:
     """Run the models, write the probabilities and the merged mask of one acquisition.
 
     ``valid`` (bool (H, W): pixels where the raster has data) is read from ``source`` when not
-    given; the pipeline passes the one it already has from stacking.
+    given; the pipeline passes the one it already has from stacking. ``angles`` (the acquisition's
+    sun and view angles) and ``context`` (the product's clouds around the grid) serve the shadow check;
+    ``source_resolution`` (band -> metres of its source pixels) sets each model's inference resolution;
+    ``within`` (the AOI's pixels) limits the class fractions to the AOI.
     """
-    runs = run_models(options, source, bands, grid, cancel=cancel,
+    runs = run_models(options, source, bands, grid, cancel=cancel, source_resolution=source_resolution,
                       on_progress=(lambda f, m: on_progress(0.9 * f, m)) if on_progress else None)
     if cancel:
         cancel()  # before any mask output is written
@@ -270,8 +323,8 @@ def mask_acquisition(
     cloud_hit = np.zeros(grid.shape, dtype=bool)
     shadow_hit = np.zeros(grid.shape, dtype=bool)
     common = dict(tags or {})
-    params = MergeParams(options.cloud_thr, options.shadow_thr, options.dilation, options.min_area,
-                         options.use_product_mask)
+    decision = decision_for(options)
+    params = merge_params(options, grid, decision)
     prob_meta = dict(nodata=PROB_NODATA, scales=[1.0 / PROB_SCALE], offsets=[0.0], predictor=2,
                      overview_resampling="average")
     with cog_strip_writer(folder / CLOUD_PROB.file, grid, 1, CLOUD_PROB.dtype, **prob_meta,
@@ -287,21 +340,26 @@ def mask_acquisition(
                 v[:] = raster_valid(source.rows(r0, r1, [0]))
             cloud = combined_probability(runs, "cloud", grid, r0, r1)
             shadow = combined_probability(runs, "shadow", grid, r0, r1)
-            with np.errstate(invalid="ignore"):
-                cloud_hit[r0:r1] = (cloud > params.cloud_thr) & v
-                shadow_hit[r0:r1] = (shadow > params.shadow_thr) & v
+            c, sh = decision.flags(cloud, shadow)
+            cloud_hit[r0:r1] = c & v
+            shadow_hit[r0:r1] = sh & v
             win = Window(0, r0, grid.width, r1 - r0)
             cds.write(quantize(cloud, v), 1, window=win)
             sds.write(quantize(shadow, v), 1, window=win)
     for run in runs:  # inference-grid probabilities are no longer needed
         run.probs = np.empty((0, 0, 0), dtype=np.float32)
-    merged = merge_flags(cloud_hit, shadow_hit, product_mask, params, valid)
-    del cloud_hit, shadow_hit, valid
+    check = shadow_check(options, cloud_hit, shadow_hit, product_mask, angles, grid, context)
+    merged = merge_flags(cloud_hit, shadow_hit, product_mask, params, valid, check.possible)
+    del cloud_hit, shadow_hit, valid, check.possible
     classes = ";".join(f"{k}={v}" for k, v in MASK_CLASSES.items())
+    merge = {"decision": decision.to_dict(), "dilation_px": params.dilation,
+             "dilation_m": round(params.dilation * grid.resolution_m, 3), "min_area_px": params.min_area,
+             "shadow_check": check.record}
     write_cog(folder / MASK.file, merged, grid, nodata=MASK.nodata, overview_resampling="nearest", predictor=1,
               descriptions=["merged cloud/shadow mask"],
-              tags={**common, "CLASSES": classes, "CLOUD_THR": params.cloud_thr, "SHADOW_THR": params.shadow_thr,
-                    "DILATION": params.dilation, "MIN_AREA": params.min_area})
+              tags={**common, "CLASSES": classes, "DECISION": decision.describe(), "CLOUD_THR": params.cloud_thr,
+                    "SHADOW_THR": params.shadow_thr, "DILATION": params.dilation, "MIN_AREA": params.min_area,
+                    "SHADOW_CHECK": check.record.get("mode", "off")})
     outputs = {r.name: r.file for r in (CLOUD_PROB, SHADOW_PROB, MASK)}
     if options.binary_mask:
         write_cog(folder / CLOUD_MASK.file, binary_mask(merged), grid, nodata=CLOUD_MASK.nodata,
@@ -310,10 +368,12 @@ def mask_acquisition(
         outputs[CLOUD_MASK.name] = CLOUD_MASK.file
     models = {
         run.card.name: {"roles": list(run.roles), "inference_resolution": grid.resolution_m * run.factor,
+                        "native_resolution": run.card.native_resolution,
                         "patches": run.stats.patches, "skipped_patches": run.stats.skipped,
-                        "pixels_run": run.stats.pixels_run}
+                        "pixels_run": run.stats.pixels_run, **({"warning": run.warning} if run.warning else {})}
         for run in runs
     }
+    warnings = [run.warning for run in runs if run.warning] + ([check.warning] if check.warning else [])
     if on_progress:
         on_progress(1.0, "masks written")
-    return MaskResult(outputs, class_fractions(merged), models)
+    return MaskResult(outputs, class_fractions(merged, within), models, merge, warnings)

@@ -16,7 +16,7 @@ code  name        SCL classes
 
 from __future__ import annotations
 
-from typing import Mapping
+from typing import Mapping, Optional
 
 import numpy as np
 
@@ -72,13 +72,19 @@ def product_mask_from_scl(scl: np.ndarray) -> np.ndarray:
     return _LUT[np.asarray(scl, dtype=np.uint8)]
 
 
-def class_fractions(mask: np.ndarray) -> dict[str, float]:
-    """Fraction of *valid* pixels in each mask class (nodata: fraction of all pixels)."""
+def class_fractions(mask: np.ndarray, within: Optional[np.ndarray] = None) -> dict[str, float]:
+    """Fraction of *valid* pixels in each mask class (nodata: fraction of all pixels).
+
+    ``within`` (bool, the mask's shape) limits the count to those pixels: the AOI's, so that the figures
+    are the AOI's and not its bounding box's (:func:`s2core.model.grid.aoi_pixels`).
+    """
     flat = mask.reshape(-1)
+    inside = None if within is None else within.reshape(-1)
     counts = np.zeros(256, dtype=np.int64)
     for i in range(0, flat.size, 1 << 24):  # by chunks: bincount widens to int64 (8x a whole uint8 mask)
-        counts += np.bincount(flat[i:i + (1 << 24)], minlength=256)
-    total = mask.size
+        part = flat[i:i + (1 << 24)]
+        counts += np.bincount(part if inside is None else part[inside[i:i + (1 << 24)]], minlength=256)
+    total = int(counts.sum())
     valid = total - counts[NODATA]
     out = {"nodata": float(counts[NODATA] / total) if total else 0.0}
     for code, name in MASK_CLASSES.items():

@@ -11,6 +11,7 @@ from dataclasses import dataclass
 from functools import cached_property
 from typing import Any, Optional
 
+import numpy as np
 from affine import Affine
 from pyproj import CRS, Transformer
 from rasterio.crs import CRS as RioCRS
@@ -126,3 +127,13 @@ def output_grid(aoi: AOI, crs: CRS, resolution: float, origin: Optional[tuple[fl
             f"The output grid would be {width}×{height} pixels: use a coarser resolution or a smaller AOI."
         )
     return Grid(crs=crs_string(crs), transform=Affine(res, 0.0, left, 0.0, -res, top), width=width, height=height)
+
+
+def aoi_pixels(aoi: AOI, grid: Grid) -> Optional[np.ndarray]:
+    """The grid's pixels whose centre lies inside the AOI (bool (H, W)); None when that is every pixel
+    (a rectangle in the grid's own CRS), so that callers skip a whole-grid array."""
+    from rasterio.features import geometry_mask  # lazy: only runs that compute statistics rasterise
+
+    geom = project_geometry(aoi.unwrapped, CRS.from_user_input(grid.crs))
+    inside = geometry_mask([geom], out_shape=grid.shape, transform=grid.transform, invert=True)
+    return None if inside.all() else inside

@@ -9,6 +9,7 @@ the checks that need installed resources (GDAL drivers, model files) are made by
 from __future__ import annotations
 
 import datetime as dt
+import math
 import re
 from pathlib import Path
 from typing import Any, Literal, Optional, get_args
@@ -20,6 +21,12 @@ from pyproj.exceptions import CRSError
 from s2core.model.aoi import AOI, parse_aoi
 from s2core.model.bands import ALL_BANDS, L2A_BANDS, normalize_band
 from s2core.errors import InvalidDateRange, InvalidParameter, S2CoreError, UnknownBand
+
+#: Default dilation of the merged mask (m): the reference's 5 px at 10 m.
+DEFAULT_DILATION_M = 50.0
+#: Default cloud heights (m) for the shadow check: low cumulus to the top of the troposphere.
+MIN_CLOUD_HEIGHT = 200.0
+MAX_CLOUD_HEIGHT = 12_000.0
 
 #: The largest AOI a request accepts by default (km²); the ``S2CORE_MAX_AOI_KM2`` setting overrides it.
 DEFAULT_MAX_AOI_KM2 = 2500.0
@@ -56,10 +63,22 @@ class MaskOptions(BaseModel):
 
     cloud_model: tuple[str, ...] = ("auto",)
     shadow_model: str = "auto"
-    cloud_thr: float = Field(0.3, ge=0, le=1)
-    shadow_thr: float = Field(0.2, ge=0, le=1)
-    dilation: int = Field(5, ge=0, le=100, description="disk radius in output pixels (reference closing_size)")
-    min_area: int = Field(0, ge=0, description="remove masked regions / fill holes smaller than this (px)")
+    cloud_thr: Optional[float] = Field(None, ge=0, le=1, description="cloud where probability > this; default: "
+                                                                    "the model card's decision (argmax for the U-Nets)")
+    shadow_thr: Optional[float] = Field(None, ge=0, le=1, description="shadow where probability > this; default: "
+                                                                      "the model card's decision")
+    dilation: Optional[int] = Field(None, ge=0, le=100, description="disk radius in output pixels (reference "
+                                                                    "closing_size); replaces dilation_m")
+    dilation_m: Optional[float] = Field(None, ge=0, le=2000, description=f"disk radius in metres (default "
+                                                                         f"{DEFAULT_DILATION_M:g} m)")
+    min_area: Optional[int] = Field(None, ge=0, description="remove masked regions / fill holes smaller than this "
+                                                            "(px); replaces min_area_m2")
+    min_area_m2: Optional[float] = Field(None, ge=0, le=1e8, description="the same in square metres (default 0: off)")
+    shadow_check: Literal["filter", "off"] = Field(
+        "filter", description="filter: shadow pixels no cloud can cast under the acquisition's sun become clear; "
+                              "off: the reference's behaviour")
+    min_cloud_height: float = Field(MIN_CLOUD_HEIGHT, ge=0, le=100_000, description="m, for shadow_check")
+    max_cloud_height: float = Field(MAX_CLOUD_HEIGHT, ge=0, le=100_000, description="m, for shadow_check")
     use_product_mask: bool = True
     in_memory: bool = Field(False, description="whole raster in memory for inference (faster, more memory)")
     inference_resolution: Optional[float] = Field(
@@ -77,6 +96,30 @@ class MaskOptions(BaseModel):
         if not v:
             raise InvalidParameter("cloud_model is empty: give a model name or 'auto'.")
         return v
+
+    @model_validator(mode="after")
+    def _one_unit_each(self) -> "MaskOptions":
+        for px, metres in (("dilation", "dilation_m"), ("min_area", "min_area_m2")):
+            if getattr(self, px) is not None and getattr(self, metres) is not None:
+                raise InvalidParameter(f"Give {px} (pixels) or {metres} (metres), not both.")
+        if self.min_cloud_height > self.max_cloud_height:
+            raise InvalidParameter(
+                f"min_cloud_height {self.min_cloud_height:g} m is above max_cloud_height {self.max_cloud_height:g} m: "
+                "swap them (defaults 200 and 12000).")
+        return self
+
+    def dilation_px(self, pixel_size: float) -> int:
+        """The dilation radius in pixels of ``pixel_size`` metres (``dilation``, else ``dilation_m`` rounded)."""
+        if self.dilation is not None:
+            return self.dilation
+        metres = DEFAULT_DILATION_M if self.dilation_m is None else self.dilation_m
+        return int(math.floor(metres / pixel_size + 0.5))
+
+    def min_area_px(self, pixel_size: float) -> int:
+        """The minimum region size in pixels of ``pixel_size`` metres (``min_area``, else ``min_area_m2``)."""
+        if self.min_area is not None:
+            return self.min_area
+        return int(math.floor((self.min_area_m2 or 0.0) / (pixel_size * pixel_size) + 0.5))
 
 
 class PreprocessRequest(BaseModel):

@@ -16,10 +16,13 @@ import numpy as np
 import rasterio
 from rasterio.windows import Window
 
+from s2core.masks.registry import decision_for, model_bands
+from s2core.model.decision import Decision
+from s2core.masks.shadow_check import geometry_of
 from s2core.masks.stage import ArraySource, FileSource, MaskResult, mask_acquisition
 from s2core.model.bands import DESCRIPTIONS
 from s2core.model.classes import MASK_CLASSES, class_fractions
-from s2core.model.grid import Grid
+from s2core.model.grid import Grid, aoi_pixels
 from s2core.errors import S2CoreError
 from s2core.model.request import PreprocessRequest, valid_id
 from s2core.model.scene import Acquisition, Signer
@@ -28,7 +31,9 @@ from s2core.runfolder.atomic import write_json
 from s2core.runfolder.layout import ITEM, PRODUCT_MASK, RASTER, RASTER_EXPORT, SCL, raster_valid
 from s2core.runfolder.manifest import AcquisitionRecord
 from s2core.runfolder.stac_items import acquisition_item
+from s2core.stack.context import read_cloud_context
 from s2core.stack.land_sea import SeaMask
+from s2core.read.sources import source_resolutions
 from s2core.stack.stacking import StackResult, stack_strips, strips
 from s2core.write.cloud_nodata import blank_raster
 from s2core.write.cog import check_free_space, cog_strip_writer, write_cog
@@ -76,6 +81,7 @@ def process_acquisition(
         progress(ProgressEvent("write", lo + (hi - lo) * (read_share + 0.03), f"{acquisition.date}: writing COGs",
                                acquisition.id))
 
+    aoi = aoi_pixels(request.aoi, grid)  # the statistics are the AOI's, not its bounding box's
     stack, land_sea = _stack_and_write(request, acquisition, grid, folder / RASTER.file,
                                        _raster_meta(request, common), sign=sign, cancel=cancel, on_read=on_read,
                                        on_write=on_write)
@@ -86,27 +92,27 @@ def process_acquisition(
         extra["s2core:land_sea_nodata_fraction"] = round(land_sea, 6)
     mask_result = None
     if masks is not None:
-        mask_result = _run_masks(request, acquisition, grid, folder, stack, common, cancel, progress,
-                                 (lo + (hi - lo) * (read_share + 0.05), hi))
+        mask_result = _run_masks(request, acquisition, grid, folder, stack, common, sign, cancel, progress,
+                                 (lo + (hi - lo) * (read_share + 0.05), hi), aoi)
         assets.update(mask_result.outputs)
         extra["s2core:cloud_models"] = list(masks.cloud_model)
         extra["s2core:shadow_model"] = masks.shadow_model
         extra["s2core:mask_fractions"] = {k: round(v, 6) for k, v in mask_result.fractions.items()}
     blanked = None
     if request.cloud_mask != "none":
-        thr = (request.masks.cloud_thr, request.masks.shadow_thr) if request.masks else (1.0, 1.0)
-        blanked = blank_raster(folder / RASTER.file, grid, request.cloud_mask, folder, *thr)
+        decision = decision_for(request.masks) if request.masks else Decision("threshold", 1.0, 1.0)
+        blanked = blank_raster(folder / RASTER.file, grid, request.cloud_mask, folder, decision)
         extra["s2core:cloud_mask"] = request.cloud_mask
     if request.output_format not in GEOTIFF_DRIVERS:  # the COG is a GeoTIFF already
         assets[RASTER_EXPORT] = convert_raster(folder / RASTER.file, request.output_format).name
     item = acquisition_item(acquisition, grid, request.aoi, request.bands, assets, extra)
     write_json(folder / ITEM.file, item)
     assets[ITEM.name] = ITEM.file
-    return _record(acquisition, stack, mask_result, assets, blanked, time.monotonic() - t0)
+    return _record(acquisition, stack, mask_result, assets, blanked, time.monotonic() - t0, aoi)
 
 
 def _record(acquisition: Acquisition, stack: StackResult, mask_result: Optional[MaskResult], assets: dict[str, str],
-            blanked: Optional[float], seconds: float) -> AcquisitionRecord:
+            blanked: Optional[float], seconds: float, aoi: Optional[np.ndarray]) -> AcquisitionRecord:
     """The manifest record of a completed acquisition."""
     return AcquisitionRecord(
         id=acquisition.id,
@@ -116,9 +122,11 @@ def _record(acquisition: Acquisition, stack: StackResult, mask_result: Optional[
         tiles=acquisition.tiles,
         coverage=round(acquisition.coverage, 6),
         valid_fraction=round(stack.valid_fraction, 6),
-        product_mask_fractions={k: round(v, 6) for k, v in class_fractions(stack.product_mask).items()},
+        product_mask_fractions={k: round(v, 6) for k, v in class_fractions(stack.product_mask, aoi).items()},
         mask_fractions={k: round(v, 6) for k, v in mask_result.fractions.items()} if mask_result else {},
         models=mask_result.models if mask_result else {},
+        merge=mask_result.merge if mask_result else {},
+        warnings=mask_result.warnings if mask_result else [],
         outputs={role: f"{acquisition.id}/{name}" for role, name in assets.items()},
         cloud_nodata_fraction=None if blanked is None else round(blanked, 6),
         seconds=round(seconds, 3),
@@ -185,13 +193,24 @@ def _run_masks(
     folder: Path,
     stack: StackResult,
     tags: dict[str, str],
+    sign: Signer,
     cancel: Optional[CancelToken],
     progress: ProgressCallback,
     span: tuple[float, float],
+    aoi: Optional[np.ndarray],
 ) -> MaskResult:
-    """The masks stage: from the in-memory stack, or streaming from the raster just written."""
+    """The masks stage: from the in-memory stack, or streaming from the raster just written. The shadow
+    check gets the acquisition's angles and the product's clouds around the grid; each model's
+    inference resolution the pixel size of its bands' sources."""
     assert request.masks is not None
     lo, hi = span
+    angles = acquisition.angles
+    context = None
+    geometry = geometry_of(angles)
+    if request.masks.shadow_check != "off" and geometry is not None:
+        context = read_cloud_context(request, acquisition, grid, geometry, request.masks.max_cloud_height,
+                                     sign=sign, cancel=cancel)
+    source_res = source_resolutions(acquisition, model_bands(request.masks), sign)
 
     def on_progress(fraction: float, message: str) -> None:
         progress(ProgressEvent("masks", lo + (hi - lo) * fraction, f"{acquisition.date}: {message}", acquisition.id))
@@ -209,7 +228,8 @@ def _run_masks(
         source = FileSource(folder / RASTER.file)
     try:
         return mask_acquisition(request.masks, source, stack.product_mask, request.bands, grid, folder,
-                                tags=tags, cancel=check, on_progress=on_progress, valid=valid)
+                                tags=tags, cancel=check, on_progress=on_progress, valid=valid, angles=angles,
+                                context=context, source_resolution=source_res, within=aoi)
     finally:
         if isinstance(source, FileSource):
             source.close()

@@ -30,6 +30,8 @@ class AcquisitionRecord(BaseModel):
     product_mask_fractions: dict[str, float] = Field(default_factory=dict)
     mask_fractions: dict[str, float] = Field(default_factory=dict, description="merged mask classes (masks run)")
     models: dict[str, dict[str, Any]] = Field(default_factory=dict, description="models run and their figures")
+    merge: dict[str, Any] = Field(default_factory=dict, description="the decision, dilation and shadow check used")
+    warnings: list[str] = Field(default_factory=list, description="what the user should know about these masks")
     outputs: dict[str, str] = Field(default_factory=dict, description="role -> path relative to the run folder")
     cloud_nodata_fraction: Optional[float] = Field(None, description="share of valid pixels set to NoData (cloud_mask)")
     error: Optional[str] = None

@@ -4,8 +4,8 @@ The SNAP service's ``cloud_mask`` option, with four choices:
 
 * ``none``: the raster keeps every pixel (the masks are separate files);
 * ``product``: pixels the product mask (from SCL) calls cloud or shadow;
-* ``model``: pixels whose model cloud probability > ``cloud_thr`` or shadow probability >
-  ``shadow_thr`` (no product mask, no dilation);
+* ``model``: pixels the models' decision calls cloud or shadow (:class:`~s2core.model.decision.Decision`
+  on the stored probabilities; no product mask, no dilation, no shadow check);
 * ``merged``: pixels the merged mask (``mask.tif``) calls cloud or shadow.
 
 The mask files themselves are unchanged; only ``raster.tif`` gets NoData (0) there. The rewrite
@@ -25,6 +25,7 @@ from rasterio.windows import Window
 from s2core.model.grid import Grid
 from s2core.runfolder.layout import CLOUD_PROB, MASK, PROB_NODATA, PROB_SCALE, PRODUCT_MASK, SHADOW_PROB, raster_valid
 from s2core.model.classes import CLOUD, SHADOW
+from s2core.model.decision import Decision
 from s2core.write.cog import STRIP_ROWS, cog_strip_writer
 
 CloudMaskMode = Literal["none", "product", "model", "merged"]
@@ -42,19 +43,19 @@ def _sources(mode: CloudMaskMode, folder: Path) -> list[Path]:
     return [folder / CLOUD_PROB.file, folder / SHADOW_PROB.file]
 
 
-def masked_rows(mode: CloudMaskMode, sources: list[rasterio.DatasetReader], r0: int, r1: int, cloud_thr: float,
-                shadow_thr: float) -> np.ndarray:
+def masked_rows(mode: CloudMaskMode, sources: list[rasterio.DatasetReader], r0: int, r1: int,
+                decision: Decision) -> np.ndarray:
     """Rows ``r0:r1`` of the pixels to blank, from the open mask files of :func:`_sources`."""
     if mode in ("merged", "product"):
         m = _strip(sources[0], r0, r1)
         return (m == CLOUD) | (m == SHADOW)
     cloud, shadow = _strip(sources[0], r0, r1), _strip(sources[1], r0, r1)
-    return ((cloud != PROB_NODATA) & (cloud / PROB_SCALE > cloud_thr)) | (
-        (shadow != PROB_NODATA) & (shadow / PROB_SCALE > shadow_thr))
+    ok = (cloud != PROB_NODATA) & (shadow != PROB_NODATA)
+    c, s = decision.flags(cloud / np.float32(PROB_SCALE), shadow / np.float32(PROB_SCALE))
+    return (c | s) & ok
 
 
-def blank_raster(raster: Path, grid: Grid, mode: CloudMaskMode, folder: Path, cloud_thr: float,
-                 shadow_thr: float) -> float:
+def blank_raster(raster: Path, grid: Grid, mode: CloudMaskMode, folder: Path, decision: Decision) -> float:
     """Rewrite ``raster`` with NoData where ``mode`` says cloud/shadow; returns the blanked fraction of valid pixels."""
     with ExitStack() as stack:
         src = stack.enter_context(rasterio.open(raster))
@@ -69,7 +70,7 @@ def blank_raster(raster: Path, grid: Grid, mode: CloudMaskMode, folder: Path, cl
                 window = Window(0, r0, grid.width, r1 - r0)
                 data = src.read(window=window)
                 ok = raster_valid(data)
-                hit = masked_rows(mode, sources, r0, r1, cloud_thr, shadow_thr) & ok
+                hit = masked_rows(mode, sources, r0, r1, decision) & ok
                 data[:, hit] = 0
                 dst.write(data, window=window)
                 blanked += int(hit.sum())

@@ -228,12 +228,17 @@ def test_search_then_run_in_the_background(app_env: Path):
     assert (app_env / snap.run_id / "manifest.json").exists()
     at.run()
     assert any("Done" in s.value for s in at.success)
+    ranked = at.dataframe[-1].value  # the dates by clear share of the AOI, the clearest marked
+    assert list(ranked["clear % of AOI"]) == sorted(ranked["clear % of AOI"], reverse=True)
+    assert ranked["clearest"].iloc[0] == "★" and len(ranked) == 5
+    # 120 m tiles through a 30 m U-Net: the page says the masks are outside the model's scale
+    assert any("outside the scale it was trained for" in w.value for w in at.warning)
     # another user (a new session without the job's URL) sees neither the job nor a Cancel button
     other = _page("pages/1_Run.py").run()
     assert not any(b.key and b.key.startswith("cancel-") for b in other.button)
     assert not any("Done" in s.value for s in other.success)
     # changing a parameter invalidates the search
-    at.slider(key="cloud_thr").set_value(0.5).run()
+    at.number_input(key="dilation_m").set_value(100.0).run()
     assert any("search again" in i.value for i in at.info) and at.button(key="run").disabled
 
 
