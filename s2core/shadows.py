@@ -136,8 +136,10 @@ def expand_cells(cells: np.ndarray, factor: int, shape: tuple[int, int], origin:
     return grown[rows[:, None], cols[None, :]]
 
 
-def sweep_factor(shape: tuple[int, int], n_offsets: int, budget: int = SWEEP_BUDGET) -> int:
-    """The smallest cell size (in pixels) at which sweeping ``n_offsets`` offsets stays within ``budget``."""
+def sweep_factor(shape: tuple[int, int], n_offsets: int, budget: Optional[int] = None) -> int:
+    """The smallest cell size (in pixels) at which sweeping ``n_offsets`` offsets stays within ``budget``
+    (default :data:`SWEEP_BUDGET`)."""
+    budget = SWEEP_BUDGET if budget is None else budget
     pixels = shape[0] * shape[1]
     f = 1
     while pixels / (f * f) * max(1.0, n_offsets / f) > budget:
@@ -220,9 +222,11 @@ def reach(geometry: SunGeometry, pixel_size: float, max_height: float) -> tuple[
     """How far (pixels: north, south, west, east) beyond a grid the clouds lie that can shadow it."""
     dr, dc = geometry.offset_per_metre()
     r, c = dr * max_height / pixel_size, dc * max_height / pixel_size
-    # a shadow at offset +r (south) comes from a cloud r pixels north of it, and so on
-    return (int(math.ceil(max(r, 0))) + 1, int(math.ceil(max(-r, 0))) + 1,
-            int(math.ceil(max(c, 0))) + 1, int(math.ceil(max(-c, 0))) + 1)
+    # a shadow at offset +r (south) comes from a cloud r pixels north of it, and so on (1e-9: float dust)
+    def up(v: float) -> int:
+        return int(math.ceil(max(v, 0.0) - 1e-9)) + 1
+
+    return up(r), up(-r), up(c), up(-c)
 
 
 def corridor_in_context(
