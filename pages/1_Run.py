@@ -219,7 +219,7 @@ if st.button("Search", key="search", type="secondary"):
         st.session_state["plan"] = {
             "key": _params_key(req), "n_items": n_items, "ids": [a.id for a in acquisitions],
             "rows": [{"date": str(a.date), "acquisition": a.id, "tiles": " + ".join(a.tiles),
-                      "product cloud %": None if a.cloud_cover is None else round(a.cloud_cover, 1),
+                      "tile cloud % (catalog)": None if a.cloud_cover is None else round(a.cloud_cover, 1),
                       "AOI coverage %": round(100 * a.coverage, 1)} for a in acquisitions],
             "skipped": [{"date": s.date, "acquisition": s.acquisition_id, "why": s.reason} for s in skipped],
         }

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import Any, Optional
 
+import numpy as np
 import pandas as pd
 import requests
 import streamlit as st
@@ -107,13 +108,16 @@ with stats_col:
     except (OSError, ValueError, KeyError) as exc:
         show_error(exc)
 
-st.subheader("Cloud cover per date")
+st.subheader("Cloud cover of the AOI per date")
+st.caption("Shares of the AOI's valid pixels (not the tile's catalog figure); ★ marks the clearest date(s).")
 series = pd.DataFrame(
     [{"date": a.datetime[:10], "model cloud %": 100 * a.mask_fractions.get("cloud", 0.0),
       "product cloud %": 100 * a.product_mask_fractions.get("cloud", 0.0),
       "model shadow %": 100 * a.mask_fractions.get("shadow", 0.0),
-      "product shadow %": 100 * a.product_mask_fractions.get("shadow", 0.0)} for a in with_masks]
+      "product shadow %": 100 * a.product_mask_fractions.get("shadow", 0.0),
+      "model clear %": 100 * a.mask_fractions.get("clear", 0.0)} for a in with_masks]
 ).groupby("date").mean()
+series["clearest"] = np.where(series["model clear %"] >= series["model clear %"].max() - 1e-9, "★", "")
 st.line_chart(series, y=["model cloud %", "product cloud %"], width="stretch")
 with st.expander("Figures per date"):
     st.dataframe(series.round(2), width="stretch")
