@@ -1,4 +1,4 @@
-"""s2core.settings: every environment setting of s2core, the app and the tile-server launcher, in one place.
+"""s2core.settings: every environment setting of s2core and the app, in one place.
 
 Settings are read from the environment each time :func:`get_settings` is called, so a test or a Dask worker that sets a
 variable sees it. The README's settings table lists the same names.
@@ -58,12 +58,14 @@ class Settings(BaseSettings):
 
     # --- the app -------------------------------------------------------------------------
     runs_dir: Path = Field(Path("runs"), validation_alias="S2_RUNS_DIR", description="where runs are written and listed")
-    tiles_host: str = Field("127.0.0.1", validation_alias="S2_TILES_HOST",
-                            description="where the app finds or starts the tile server")
-    tiles_port: int = Field(8001, ge=1, le=65535, validation_alias="S2_TILES_PORT",
-                            description="port of the tile server the app finds or starts")
     tiles_url: Optional[str] = Field(None, validation_alias="S2_TILES_URL",
-                                     description="a tile server already running at this URL (e.g. behind a proxy)")
+                                     description="use the tile server at this URL instead of the app's own (/tiles)")
+    basemap_url: str = Field("https://tile.openstreetmap.org/{z}/{x}/{y}.png", validation_alias="S2_BASEMAP_URL",
+                             description="XYZ URL template of the maps' basemap, or 'none'")
+    basemap_attribution: str = Field("© OpenStreetMap contributors", validation_alias="S2_BASEMAP_ATTRIBUTION",
+                                     description="the basemap's attribution")
+    confirm_pixels: int = Field(400_000_000, ge=1, validation_alias="S2_CONFIRM_PIXELS",
+                                description="the app asks for a confirmation above this many output pixels per run")
 
 
 def get_settings() -> Settings:

@@ -46,6 +46,7 @@ class LayerSource:
     bands: list[str]
     run: RunEntry
     acquisition: AcquisitionRecord
+    versus: Optional[Path] = None  # the second file of a comparison layer
 
 
 def store_of(request: Request) -> RunStore:
@@ -64,7 +65,8 @@ def layer_source(request: Request, run_id: str, acquisition_id: str, layer: str)
     if not spec.available(acq.outputs, bands):
         need = f" (needs bands {', '.join(spec.bands)})" if spec.bands else ""
         raise NotFound(f"layer {layer!r} is not available for {acquisition_id!r}{need}")
-    return LayerSource(spec, store.file(run_id, acquisition_id, spec.role), bands, entry, acq)
+    versus = store.file(run_id, acquisition_id, spec.versus) if spec.versus else None
+    return LayerSource(spec, store.file(run_id, acquisition_id, spec.role), bands, entry, acq, versus)
 
 
 def tilesize_param(tilesize: Annotated[int, Query(description="Tile size in pixels: 256 or 512.")] = 256) -> int:
@@ -147,6 +149,14 @@ class RunLayerTilerFactory(BaseFactory):
     router_prefix: str = "/runs/{run_id}/{acquisition_id}/{layer}"
     stats_max_size: int = 1024
 
+    def url_for(self, request: Request, name: str, **path_params: Any) -> str:
+        """TiTiler's ``url_for``, under the path this app is mounted at: Starlette's ``base_url`` is the
+        top-level app's, which leaves out a mount (the Streamlit app serves this one under ``/tiles``)."""
+        root = str(request.scope.get("root_path", "")).rstrip("/")
+        base = request.base_url.replace(path=root + "/")
+        relative = super().url_for(request, name, **path_params)[len(str(request.base_url)):]
+        return str(base) + relative
+
     def register_routes(self) -> None:
         """Register the routes (TiTiler's pattern: endpoints are closures over the factory)."""
         self.tilejson()
@@ -176,7 +186,7 @@ class RunLayerTilerFactory(BaseFactory):
             if z < native - ZOOM_OUT_LEVELS:  # a world-sized tile of a field-sized raster: minutes of CPU for a dot
                 raise TileOutsideBounds(f"zoom {z} is too far out for this layer: its tiles start at zoom "
                                         f"{max(0, native - ZOOM_OUT_LEVELS)}")
-            image = read_tile(src.layer, src.path, src.bands, self.tms, x, y, z, tilesize)
+            image = read_tile(src.layer, src.path, src.bands, self.tms, x, y, z, tilesize, src.versus)
             return Response(png(draw(src.layer, image, style)), media_type="image/png",
                             headers={"Cache-Control": TILE_CACHE_CONTROL})
 
@@ -234,6 +244,8 @@ class RunLayerTilerFactory(BaseFactory):
         def layer_statistics(src: Annotated[LayerSource, Depends(layer_source)]) -> JSONResponse:
             layer = src.layer
             doc: dict[str, Any] = {"layer": layer.name, "acquisition": src.acquisition.id, "kind": layer.kind}
+            if src.versus is not None:
+                raise NotFound(f"layer {layer.name!r} has no statistics: see …/agreement for the comparison")
             if layer.kind in ("categorical", "continuous"):
                 doc.update(_exact_stats(str(src.path), src.path.stat().st_mtime_ns, layer.name), exact=True)
             else:

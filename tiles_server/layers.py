@@ -14,7 +14,7 @@ from typing import Literal, Optional
 import numpy as np
 from rio_tiler.colormap import cmap
 
-from s2core.model.classes import MASK_CLASSES, SCL_NAMES
+from s2core.model.classes import CLOUD, MASK_CLASSES, NODATA, SCL_NAMES, SHADOW
 from s2core.runfolder.layout import CLOUD_MASK, PROB_NODATA, PROB_SCALE
 
 LayerKind = Literal["composite", "index", "categorical", "continuous"]
@@ -51,10 +51,12 @@ class Layer:
     nodata: Optional[int] = None
     default_min: float = 0.0
     unit: str = ""
+    versus: Optional[str] = None  # a second output role compared with ``role`` pixel by pixel
 
     def available(self, outputs: dict[str, str], bands: list[str]) -> bool:
-        """True when the acquisition has this layer's output and bands."""
-        return self.role in outputs and all(b in bands for b in self.bands)
+        """True when the acquisition has this layer's output(s) and bands."""
+        return self.role in outputs and (self.versus is None or self.versus in outputs) and \
+            all(b in bands for b in self.bands)
 
     def band_indexes(self, bands: list[str]) -> tuple[int, ...]:
         """1-based indexes of this layer's bands in the raster (whose band order is ``bands``)."""
@@ -81,6 +83,30 @@ SCL_COLORS: dict[int, RGBA] = {
 }
 _SCL_CLASSES = tuple(CategoricalClass(code, name, SCL_COLORS[code]) for code, name in SCL_NAMES.items())
 
+#: Disagreement codes: model mask (cloud or shadow) against product mask, pixel by pixel.
+AGREE_CLEAR, MODEL_ONLY, PRODUCT_ONLY, OTHER_CLASS, BOTH = 1, 2, 3, 4, 5
+_DISAGREEMENT_CLASSES = (
+    CategoricalClass(0, "nodata", MASK_COLORS["nodata"]),
+    CategoricalClass(AGREE_CLEAR, "both clear", _CLEAR),
+    CategoricalClass(MODEL_ONLY, "model only (cloud or shadow)", (255, 120, 0, 255)),
+    CategoricalClass(PRODUCT_ONLY, "product only (cloud or shadow)", (0, 170, 255, 255)),
+    CategoricalClass(OTHER_CLASS, "both, different class (cloud vs shadow)", (230, 0, 200, 255)),
+    CategoricalClass(BOTH, "both, same class", (255, 255, 255, 110)),
+)
+
+
+def disagreement(model: np.ndarray, product: np.ndarray) -> np.ndarray:
+    """Disagreement codes of two mask-code arrays (0 where either has no data)."""
+    m = (model == CLOUD) | (model == SHADOW)
+    p = (product == CLOUD) | (product == SHADOW)
+    out = np.full(model.shape, AGREE_CLEAR, dtype=np.uint8)
+    out[m & ~p] = MODEL_ONLY
+    out[p & ~m] = PRODUCT_ONLY
+    out[m & p] = np.where(model[m & p] == product[m & p], BOTH, OTHER_CLASS)
+    out[(model == NODATA) | (product == NODATA)] = 0
+    return out
+
+
 _BINARY_CLASSES = (
     CategoricalClass(0, "clear", _CLEAR),
     CategoricalClass(1, "cloud or shadow", MASK_COLORS["cloud"]),
@@ -101,6 +127,9 @@ LAYERS: dict[str, Layer] = {layer.name: layer for layer in (
     Layer("mask", "Model mask (merged)", "mask", "categorical",
           "model probabilities thresholded, merged with the product mask and dilated",
           classes=_MASK_CLASSES, draw_nodata=True, nodata=0),
+    Layer("disagreement", "Model vs product disagreement", "mask", "categorical",
+          "where the model mask and the product mask disagree on cloud/shadow", classes=_DISAGREEMENT_CLASSES,
+          draw_nodata=True, nodata=0, versus="product_mask"),
     Layer("cloud_mask", "Binary cloud mask", "cloud_mask", "categorical",
           "the reference's binary mask (1 = cloud or shadow)", classes=_BINARY_CLASSES, draw_nodata=True, nodata=CLOUD_MASK.nodata),
     Layer("cloud_prob", "Cloud probability", "cloud_prob", "continuous", "model cloud probability",

@@ -18,7 +18,7 @@ from rio_tiler.io import Reader
 from rio_tiler.models import ImageData
 from rio_tiler.utils import render
 
-from tiles_server.layers import OUTSIDE, Layer, categorical_lut, continuous_lut, normalized_difference, ramp
+from tiles_server.layers import OUTSIDE, Layer, categorical_lut, continuous_lut, disagreement, normalized_difference, ramp
 
 #: GDAL settings for every read: no directory listing next to the file. (The block cache size is
 #: process-wide, set once at start-up: changing it per request would flush the cache every time.)
@@ -63,10 +63,20 @@ def native_minzoom(path: Path, tms: TileMatrixSet = WEB_MERCATOR_TMS) -> int:
 
 
 def read_tile(layer: Layer, path: Path, bands: list[str], tms: TileMatrixSet,
-              x: int, y: int, z: int, tilesize: int) -> ImageData:
-    """The tile's pixels (nearest resampling, so class values and probabilities stay exact)."""
+              x: int, y: int, z: int, tilesize: int, versus: Optional[Path] = None) -> ImageData:
+    """The tile's pixels (nearest resampling, so class values and probabilities stay exact); a comparison
+    layer reads ``versus`` too and gives the :func:`~tiles_server.layers.disagreement` codes."""
     with open_layer(path, tms, reader_options(layer)) as src:
-        return src.tile(x, y, z, tilesize=tilesize, indexes=layer.band_indexes(bands))
+        image = src.tile(x, y, z, tilesize=tilesize, indexes=layer.band_indexes(bands))
+    if versus is None:
+        return image
+    with open_layer(versus, tms, reader_options(layer)) as other_src:
+        other = other_src.tile(x, y, z, tilesize=tilesize, indexes=(1,))
+    codes = disagreement(np.asarray(image.array.data[0]), np.asarray(other.array.data[0]))
+    inside = (image.mask > 0) & (other.mask > 0)
+    codes[~inside] = OUTSIDE
+    return ImageData(np.ma.MaskedArray(codes[np.newaxis], mask=~inside[np.newaxis]), assets=image.assets,
+                     bounds=image.bounds, crs=image.crs)
 
 
 def _stretch(data: np.ndarray, lo: float, hi: float) -> np.ndarray:

@@ -21,7 +21,6 @@ def app_env(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     root = tmp_path / "runs"
     root.mkdir()
     monkeypatch.setenv("S2_RUNS_DIR", str(root))
-    monkeypatch.setenv("S2_TILES_PORT", str(free_port()))
     monkeypatch.setenv("S2_CATALOG_ROOTS", str(SHARED))  # the app reads local catalogs only under these
     return root
 
@@ -61,7 +60,7 @@ def _no_job_started(at: AppTest) -> None:
 # --------------------------------------------------------------------------- home
 
 
-def test_home_lists_runs_and_starts_the_tile_server(app_env: Path):
+def test_home_lists_runs_and_names_an_unreachable_tile_server(app_env: Path, monkeypatch: pytest.MonkeyPatch):
     (app_env / "run-42").mkdir()
     (app_env / "run-42" / "manifest.json").write_text(
         '{"run_id": "run-42", "status": "completed", "created": "2026-02-01T00:00:00Z", '
@@ -70,7 +69,12 @@ def test_home_lists_runs_and_starts_the_tile_server(app_env: Path):
     assert not at.exception
     table = at.dataframe[0].value
     assert list(table["run"]) == ["run-42"] and "completed" in table["status"][0]
-    assert any("Tile server up" in c.value for c in at.caption), [c.value for c in at.caption]
+    assert not at.warning  # the tile server is the app's own (mounted under /tiles): nothing to start
+    # a separate tile server that does not answer is named, never silently replaced
+    url = f"http://127.0.0.1:{free_port()}"
+    monkeypatch.setenv("S2_TILES_URL", url)
+    at = _page("app.py").run()
+    assert any(f"S2_TILES_URL={url} does not answer" in w.value for w in at.warning), [w.value for w in at.warning]
 
 
 def test_home_without_runs_says_how_to_start(app_env: Path):
@@ -78,12 +82,12 @@ def test_home_without_runs_says_how_to_start(app_env: Path):
     assert any("No run yet" in i.value for i in at.info)
 
 
-@pytest.mark.parametrize("page", ["app.py", "pages/1_Run.py", "pages/2_Compare.py", "pages/3_Export.py"])
+@pytest.mark.parametrize("page", ["app.py", "pages/views/run.py", "pages/views/compare.py", "pages/views/export.py"])
 def test_an_unusable_setting_is_explained_on_every_page(app_env: Path, monkeypatch: pytest.MonkeyPatch, page: str):
-    monkeypatch.setenv("S2_TILES_PORT", "eighty")
+    monkeypatch.setenv("S2_CONFIRM_PIXELS", "many")
     at = _page(page).run()
     assert not at.exception, at.exception
-    assert any("S2_TILES_PORT='eighty'" in e and "unset it" in e for e in _errors(at)), _errors(at)
+    assert any("S2_CONFIRM_PIXELS='many'" in e and "unset it" in e for e in _errors(at)), _errors(at)
 
 
 # --------------------------------------------------------------------------- run page: bad input
@@ -91,7 +95,7 @@ def test_an_unusable_setting_is_explained_on_every_page(app_env: Path, monkeypat
 
 @needs_shared
 def test_search_without_aoi_says_to_draw_one(app_env: Path):
-    at = _fill_run_page(_page("pages/1_Run.py").run(), aoi=None)
+    at = _fill_run_page(_page("pages/views/run.py").run(), aoi=None)
     at.button(key="search").click().run()
     assert any("No area of interest yet" in e for e in _errors(at)), _errors(at)
     _no_job_started(at)
@@ -99,7 +103,7 @@ def test_search_without_aoi_says_to_draw_one(app_env: Path):
 
 @needs_shared
 def test_invalid_polygon_is_explained(app_env: Path):
-    at = _fill_run_page(_page("pages/1_Run.py").run(), aoi=BOWTIE)
+    at = _fill_run_page(_page("pages/views/run.py").run(), aoi=BOWTIE)
     assert any("self-intersect" in e.lower() or "invalid" in e.lower() for e in _errors(at)), _errors(at)
     at.button(key="search").click().run()
     assert any("not valid" in e for e in _errors(at)), _errors(at)
@@ -107,7 +111,7 @@ def test_invalid_polygon_is_explained(app_env: Path):
 
 
 def test_garbage_point_and_huge_aois_are_explained(app_env: Path):
-    at = _page("pages/1_Run.py").run()
+    at = _page("pages/views/run.py").run()
     at.radio(key="aoi_source").set_value("Paste WKT or GeoJSON").run()
     for text, fragment in (("hello", "neither an existing vector file"),
                            ('{"type": "Point", "coordinates": [16, 46]}', "not an area"),
@@ -119,7 +123,7 @@ def test_garbage_point_and_huge_aois_are_explained(app_env: Path):
 
 @needs_shared
 def test_end_before_start_is_explained(app_env: Path):
-    at = _fill_run_page(_page("pages/1_Run.py").run(), start="2023-08-20", end="2023-08-10")
+    at = _fill_run_page(_page("pages/views/run.py").run(), start="2023-08-20", end="2023-08-10")
     at.button(key="search").click().run()
     assert any("before the start date" in e for e in _errors(at)), _errors(at)
     _no_job_started(at)
@@ -128,7 +132,7 @@ def test_end_before_start_is_explained(app_env: Path):
 def test_an_internal_service_as_stac_url_is_refused_without_contacting_it(app_env: Path, tmp_path: Path):
     (tmp_path / "admin").write_text('{"secret": "internal"}')
     with FaultServer(tmp_path) as internal:
-        at = _fill_run_page(_page("pages/1_Run.py").run(), catalog_kind="STAC API URL",
+        at = _fill_run_page(_page("pages/views/run.py").run(), catalog_kind="STAC API URL",
                             catalog=f"{internal.url}/ok/admin")
         at.button(key="search").click().run()
         assert internal.seen("ok") == 0, "the app contacted the internal service"
@@ -139,7 +143,7 @@ def test_an_internal_service_as_stac_url_is_refused_without_contacting_it(app_en
 
 @pytest.mark.parametrize("path", ["/", "/etc"])
 def test_a_local_catalog_outside_the_allowed_roots_is_refused(app_env: Path, path: str):
-    at = _fill_run_page(_page("pages/1_Run.py").run(), catalog=path)
+    at = _fill_run_page(_page("pages/views/run.py").run(), catalog=path)
     at.button(key="search").click().run()
     errors = _errors(at)
     assert errors and "reads local catalogs only under" in errors[0], errors
@@ -148,7 +152,7 @@ def test_a_local_catalog_outside_the_allowed_roots_is_refused(app_env: Path, pat
 
 def test_unreachable_stac_url_is_explained(app_env: Path, monkeypatch: pytest.MonkeyPatch):
     monkeypatch.setenv("S2_ALLOWED_STAC_HOSTS", "127.0.0.1")  # an administrator allowed this host
-    at = _fill_run_page(_page("pages/1_Run.py").run(), catalog_kind="STAC API URL",
+    at = _fill_run_page(_page("pages/views/run.py").run(), catalog_kind="STAC API URL",
                         catalog=f"http://127.0.0.1:{free_port()}/stac")
     at.button(key="search").click().run()
     errors = _errors(at)
@@ -158,14 +162,14 @@ def test_unreachable_stac_url_is_explained(app_env: Path, monkeypatch: pytest.Mo
 
 @needs_shared
 def test_empty_search_is_explained(app_env: Path):
-    at = _fill_run_page(_page("pages/1_Run.py").run(), start="2019-01-01", end="2019-01-31")
+    at = _fill_run_page(_page("pages/views/run.py").run(), start="2019-01-01", end="2019-01-31")
     at.button(key="search").click().run()
     assert any("No Sentinel-2" in e or "no item" in e.lower() for e in _errors(at)), _errors(at)
     _no_job_started(at)
 
 
 def test_bad_dask_scheduler_is_explained(app_env: Path):
-    at = _page("pages/1_Run.py").run()
+    at = _page("pages/views/run.py").run()
     at.text_input(key="scheduler").input("lokal").run()
     assert any("not understood" in e for e in _errors(at)), _errors(at)
 
@@ -178,19 +182,19 @@ def test_snap_options_are_validated_before_anything_runs(app_env: Path):
         ({"crs": "EPSG:999999"}, "is not a CRS"),
     ]
     for widgets, message in cases:
-        at = _fill_run_page(_page("pages/1_Run.py").run())
+        at = _fill_run_page(_page("pages/views/run.py").run())
         for key, value in widgets.items():
             at.text_input(key=key).input(value).run()
         at.button(key="search").click().run()
         assert any(message in e for e in _errors(at)), (widgets, _errors(at))
         _no_job_started(at)
-    at = _fill_run_page(_page("pages/1_Run.py").run())
+    at = _fill_run_page(_page("pages/views/run.py").run())
     at.checkbox(key="use_masks").uncheck().run()
     at.selectbox(key="cloud_nodata").select("merged").run()
     at.button(key="search").click().run()
     assert any("needs the cloud/shadow models" in e for e in _errors(at)), _errors(at)
     # valid options pass and search goes on
-    at = _fill_run_page(_page("pages/1_Run.py").run())
+    at = _fill_run_page(_page("pages/views/run.py").run())
     at.selectbox(key="downsampling").select("median").run()
     at.selectbox(key="land_sea_mask").select("sea").run()
     at.text_input(key="crs").input("EPSG:3035").run()
@@ -201,7 +205,7 @@ def test_snap_options_are_validated_before_anything_runs(app_env: Path):
 
 
 def test_planetary_computer_key_is_a_password_field(app_env: Path):
-    at = _page("pages/1_Run.py").run()
+    at = _page("pages/views/run.py").run()
     key_box = at.text_input(key="pc_key")
     assert key_box.proto.type == key_box.proto.PASSWORD
 
@@ -213,7 +217,7 @@ def test_planetary_computer_key_is_a_password_field(app_env: Path):
 def test_search_then_run_in_the_background(app_env: Path):
     from pages.ui.context import job_manager
 
-    at = _fill_run_page(_page("pages/1_Run.py").run())
+    at = _fill_run_page(_page("pages/views/run.py").run())
     assert at.button(key="run").disabled  # no search yet
     at.button(key="search").click().run()
     assert not _errors(at), _errors(at)
@@ -234,7 +238,7 @@ def test_search_then_run_in_the_background(app_env: Path):
     # 120 m tiles through a 30 m U-Net: the page says the masks are outside the model's scale
     assert any("outside the scale it was trained for" in w.value for w in at.warning)
     # another user (a new session without the job's URL) sees neither the job nor a Cancel button
-    other = _page("pages/1_Run.py").run()
+    other = _page("pages/views/run.py").run()
     assert not any(b.key and b.key.startswith("cancel-") for b in other.button)
     assert not any("Done" in s.value for s in other.success)
     # changing a parameter invalidates the search
@@ -248,13 +252,12 @@ def test_search_then_run_in_the_background(app_env: Path):
 @pytest.fixture
 def served_root(masked_runs_root: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     monkeypatch.setenv("S2_RUNS_DIR", str(masked_runs_root))
-    monkeypatch.setenv("S2_TILES_PORT", str(free_port()))
     return masked_runs_root
 
 
 @needs_shared
 def test_compare_shows_agreement_and_chart(served_root: Path):
-    at = _page("pages/2_Compare.py").run()
+    at = _page("pages/views/compare.py").run()
     assert not at.exception and not _errors(at), _errors(at)
     metrics = {m.label: m.value for m in at.metric}
     assert metrics["Overall agreement"].endswith("%")
@@ -274,7 +277,7 @@ def test_compare_shows_agreement_and_chart(served_root: Path):
 def test_export_lists_files_and_zips_the_run(served_root: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
     shutil.copytree(served_root / "wide", tmp_path / "runs" / "wide")
     monkeypatch.setenv("S2_RUNS_DIR", str(tmp_path / "runs"))
-    at = _page("pages/3_Export.py").run()
+    at = _page("pages/views/export.py").run()
     assert not at.exception
     table = at.dataframe[0].value
     assert "manifest.json" in list(table["file"]) and (table["kind"] == "geotiff").sum() == 5 * 7

@@ -1,100 +1,136 @@
-"""End to end in a real browser: Playwright drives Debian's Chromium through the app on loopback.
+"""End to end in a real browser: Playwright drives Debian's Chromium through the app behind a real reverse
+proxy (nginx) on another loopback host name, with a path prefix, and with every other request blocked.
 
-The test starts the tile server and the Streamlit app, serves Leaflet & co. from npm tarballs in
-place of the CDNs, draws an AOI over the shared mapchete-eo scenes, searches, runs, waits for
-the run to finish, compares masks (overlay tiles must be PNGs from the tile server, statistics
-must show), downloads a GeoTIFF and opens it with rasterio. Screenshots go to tests/artifacts/.
+The app runs as its one command (``streamlit run app.py``, ``server.baseUrlPath=s2``) on 127.0.0.1;
+nginx serves it at ``http://127.0.0.2:<port>/s2/``. The browser may reach nothing but that origin: not the
+app's own port, not a CDN, not the basemap (the maps must say it is unreachable and still show the run's
+layers). It draws an AOI over the shared mapchete-eo scenes, searches, runs, compares masks (overlay PNGs
+arrive through the prefix, the view survives a date switch, the disagreement layer renders), downloads a
+GeoTIFF and opens it with rasterio; a second browser context (another user) sees the running job without
+its Cancel button. Screenshots go to tests/artifacts/.
 """
 
 from __future__ import annotations
 
 import os
 import re
+import shutil
 import subprocess
 import sys
 import time
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any, Iterator, Optional
 
 import pytest
 import rasterio
 import requests
 
 from tests.conftest import MAPCHETE_CATALOG, ROOT, SHARED, needs_shared
-from tests.servers import TilesServer, free_port
+from tests.servers import free_port
 
 CHROMIUM = Path(os.environ.get("CHROMIUM", "/usr/bin/chromium"))
+NGINX = shutil.which("nginx") or "/usr/sbin/nginx"
 ARTIFACTS = ROOT / "tests" / "artifacts"
+PROXY_HOST = "127.0.0.2"
+PREFIX = "/s2"
 
 pytestmark = [
     needs_shared,
     pytest.mark.skipif(not CHROMIUM.exists(), reason=f"no Chromium at {CHROMIUM} (apt-get install chromium)"),
+    pytest.mark.skipif(not Path(NGINX).exists(), reason="no nginx for the reverse proxy (apt-get install nginx)"),
 ]
 
+NGINX_CONF = """
+daemon off;
+worker_processes 1;
+pid {tmp}/nginx.pid;
+error_log {tmp}/nginx-error.log;
+events {{ worker_connections 256; }}
+http {{
+    access_log {tmp}/nginx-access.log;
+    client_body_temp_path {tmp}/body; proxy_temp_path {tmp}/proxy; fastcgi_temp_path {tmp}/fcgi;
+    uwsgi_temp_path {tmp}/uwsgi; scgi_temp_path {tmp}/scgi;
+    map $http_upgrade $connection_upgrade {{ default upgrade; '' close; }}
+    server {{
+        listen {host}:{port};
+        location {prefix}/ {{
+            proxy_pass http://127.0.0.1:{app_port};
+            proxy_http_version 1.1;
+            proxy_set_header Upgrade $http_upgrade;
+            proxy_set_header Connection $connection_upgrade;
+            proxy_set_header Host $http_host;
+            proxy_read_timeout 600s;
+        }}
+    }}
+}}
+"""
 
-@pytest.fixture(scope="module")
-def cdn():
-    pytest.importorskip("playwright", reason="playwright is not installed (pip install -r requirements.txt)")
-    from tests.webassets import CdnStand, fetch_packages
 
-    problem = fetch_packages()
-    if problem:
-        pytest.skip(problem)
-    return CdnStand()
-
-
-@pytest.fixture(scope="module")
-def app_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str, TilesServer, Path]]:
-    root = tmp_path_factory.mktemp("e2e-runs")
-    with TilesServer(root) as tiles:
-        port = free_port()
-        env = {**os.environ, "S2_RUNS_DIR": str(root), "S2_TILES_URL": tiles.url, "S2_CATALOG_ROOTS": str(SHARED)}
-        log = open(root.parent / "streamlit.log", "w")
-        proc = subprocess.Popen(
-            [sys.executable, "-m", "streamlit", "run", "app.py", "--server.port", str(port),
-             "--server.address", "127.0.0.1", "--server.headless", "true", "--browser.gatherUsageStats", "false",
-             "--server.fileWatcherType", "none"], cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT)
-        url = f"http://127.0.0.1:{port}"
+def _wait_for(url: str, what: str) -> None:
+    for _ in range(300):
         try:
-            for _ in range(300):
-                try:
-                    if requests.get(f"{url}/_stcore/health", timeout=1).ok:
-                        break
-                except requests.ConnectionError:
-                    time.sleep(0.2)
-            else:
-                raise RuntimeError("streamlit did not start")
-            yield url, tiles, root
-        finally:
+            if requests.get(url, timeout=1).ok:
+                return
+        except requests.ConnectionError:
+            pass
+        time.sleep(0.2)
+    raise RuntimeError(f"{what} did not start")
+
+
+@pytest.fixture(scope="module")
+def app_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str, Path]]:
+    root = tmp_path_factory.mktemp("e2e-runs")
+    tmp = tmp_path_factory.mktemp("nginx")
+    app_port, proxy_port = free_port(), free_port()
+    env = {**os.environ, "S2_RUNS_DIR": str(root), "S2_CATALOG_ROOTS": str(SHARED)}
+    env.pop("S2_TILES_URL", None)
+    log = open(root.parent / "streamlit.log", "w")
+    app = subprocess.Popen(
+        [sys.executable, "-m", "streamlit", "run", "app.py", "--server.port", str(app_port),
+         "--server.address", "127.0.0.1", "--server.headless", "true", "--server.baseUrlPath", PREFIX.strip("/"),
+         "--server.fileWatcherType", "none"], cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT)
+    (tmp / "nginx.conf").write_text(NGINX_CONF.format(tmp=tmp, host=PROXY_HOST, port=proxy_port, prefix=PREFIX,
+                                                      app_port=app_port))
+    proxy = subprocess.Popen([NGINX, "-c", str(tmp / "nginx.conf"), "-p", str(tmp)], stdout=subprocess.DEVNULL,
+                             stderr=subprocess.STDOUT)
+    url = f"http://{PROXY_HOST}:{proxy_port}{PREFIX}"
+    try:
+        _wait_for(f"http://127.0.0.1:{app_port}{PREFIX}/_stcore/health", "streamlit")
+        _wait_for(f"{url}/_stcore/health", "nginx")
+        yield url, root
+    finally:
+        for proc in (proxy, app):
             proc.terminate()
             proc.wait(timeout=20)
-            log.close()
+        log.close()
 
 
 @pytest.fixture(scope="module")
-def page(cdn: Any):
+def browser() -> Iterator[Any]:
+    pytest.importorskip("playwright", reason="playwright is not installed (pip install -r requirements.txt)")
     from playwright.sync_api import sync_playwright
 
     ARTIFACTS.mkdir(parents=True, exist_ok=True)
     with sync_playwright() as p:
-        browser = p.chromium.launch(executable_path=str(CHROMIUM), headless=True,
-                                    args=["--no-sandbox", "--disable-dev-shm-usage"])
-        context = browser.new_context(viewport={"width": 1500, "height": 1100}, accept_downloads=True)
+        b = p.chromium.launch(executable_path=str(CHROMIUM), headless=True,
+                              args=["--no-sandbox", "--disable-dev-shm-usage"])
+        yield b
+        b.close()
 
-        def route(r: Any) -> None:
-            host = r.request.url.split("/")[2]
-            if host.startswith("127.0.0.1") or host.startswith("localhost"):
-                r.continue_()
-                return
-            status, ctype, body = cdn.answer(r.request.url)
-            r.fulfill(status=status, content_type=ctype, body=body, headers={"Access-Control-Allow-Origin": "*"})
 
-        context.route("**/*", route)
-        pg = context.new_page()
-        pg.set_default_timeout(60_000)
-        yield pg
-        context.close()
-        browser.close()
+def _context(browser: Any, blocked: list[str]) -> Any:
+    """A browser context that reaches the proxy's origin only; everything else is recorded and refused."""
+    context = browser.new_context(viewport={"width": 1440, "height": 1000}, accept_downloads=True)
+
+    def route(r: Any) -> None:
+        if r.request.url.split("/")[2].split(":")[0] == PROXY_HOST:
+            r.continue_()
+        else:
+            blocked.append(r.request.url)
+            r.abort()
+
+    context.route("**/*", route)
+    return context
 
 
 def _wait_idle(page: Any) -> None:
@@ -107,24 +143,57 @@ def _shot(page: Any, name: str) -> None:
     page.screenshot(path=str(ARTIFACTS / f"{name}.png"), full_page=True)
 
 
-def test_draw_search_run_compare_export(page: Any, app_url: tuple[str, TilesServer, Path], cdn: Any):
+def _map_zoom(page: Any) -> Optional[int]:
+    """The zoom of the page's Leaflet map (streamlit-folium keeps it as ``window.map``), None if none yet."""
+    for frame in page.frames:
+        if "streamlit_folium" in (frame.url or ""):
+            try:
+                return frame.evaluate("window.map ? window.map.getZoom() : null")
+            except Exception:  # noqa: BLE001 - a frame being replaced
+                return None
+    return None
+
+
+def _poll(page: Any, check: Any, seconds: float = 15.0) -> bool:
+    """True once ``check()`` is true, polling every 250 ms for up to ``seconds`` (the page's own wait, so
+    that Playwright keeps delivering events meanwhile)."""
+    end = time.monotonic() + seconds
+    while time.monotonic() < end:
+        if check():
+            return True
+        page.wait_for_timeout(250)
+    return False
+
+
+def _zooms(responses: list[tuple[str, int, str]], layer: str, since: int = 0) -> set[int]:
+    """The zoom levels of the ``layer`` tiles fetched after response ``since``."""
+    return {int(m.group(1)) for u, status, _ in responses[since:]
+            if status == 200 and (m := re.search(rf"/{layer}/tiles/(\d+)/", u))}
+
+
+def test_draw_search_run_compare_export(browser: Any, app_url: tuple[str, Path]):
     from playwright.sync_api import expect
 
-    url, tiles, root = app_url
-    tile_responses: list[tuple[str, int, str]] = []
-    page.on("response", lambda r: tile_responses.append((r.url, r.status, r.headers.get("content-type", "")))
-            if r.url.startswith(tiles.url) and "/tiles/" in r.url else None)
+    url, root = app_url
+    blocked: list[str] = []
+    context = _context(browser, blocked)
+    page = context.new_page()
+    page.set_default_timeout(60_000)
+    responses: list[tuple[str, int, str]] = []
+    page.on("response", lambda r: responses.append((r.url, r.status, r.headers.get("content-type", "")))
+            if "/tiles/runs/" in r.url else None)
 
-    # home
-    page.goto(url)
+    # home: the navigation names the pages
+    page.goto(f"{url}/")
     expect(page.get_by_text("Sentinel-2 analysis-ready rasters and masks")).to_be_visible()
-    expect(page.get_by_text("Tile server up")).to_be_visible()
+    expect(page.get_by_test_id("stSidebarNav").get_by_text("Home")).to_be_visible()
     _shot(page, "01-home")
 
-    # run page: draw a rectangle over the 33TWL/33TWM boundary
+    # run page: the map draws without internet and says the basemap is unreachable
     page.goto(f"{url}/Run")
     expect(page.get_by_text("Area of interest from")).to_be_visible()
     frame = page.frame_locator("iframe[title*='streamlit_folium']").first
+    expect(frame.get_by_test_id("basemap-unreachable")).to_be_visible(timeout=60_000)
     frame.locator(".leaflet-draw-draw-rectangle").click()
     box = frame.locator(".leaflet-container").bounding_box()
     if box is None:  # the iframe's own box gives the page coordinates
@@ -157,20 +226,59 @@ def test_draw_search_run_compare_export(page: Any, app_url: tuple[str, TilesServ
     expect(page.get_by_text(re.compile(r"5 acquisition\(s\) will be processed"))).to_be_visible(timeout=120_000)
     _shot(page, "03-search")
     page.get_by_role("button", name="Run", exact=True).click()
+    expect(page.get_by_text(re.compile(r"Run \S+ — "))).to_be_visible(timeout=60_000)
+
+    # another user, meanwhile: sees that a run is going on, and no Cancel button
+    other_blocked: list[str] = []
+    other = _context(browser, other_blocked)
+    b_page = other.new_page()
+    b_page.goto(f"{url}/Run")
+    expect(b_page.get_by_text("Area of interest from")).to_be_visible(timeout=60_000)
+    _wait_idle(b_page)
+    assert b_page.get_by_role("button", name="Cancel").count() == 0
+    other.close()
+
     expect(page.get_by_text(re.compile("Done: outputs in"))).to_be_visible(timeout=300_000)
     _shot(page, "04-run-done")
     run_dirs = [p for p in root.iterdir() if (p / "manifest.json").exists()]
     assert len(run_dirs) == 1
 
-    # compare: overlay tiles come from the tile server as PNGs, statistics show
+    # compare: overlay tiles come through the proxy's prefix as PNGs, statistics show
     page.goto(f"{url}/Compare")
     expect(page.get_by_text("Overall agreement")).to_be_visible(timeout=120_000)
     expect(page.get_by_text("Cloud IoU")).to_be_visible()
     page.wait_for_timeout(4000)
-    pngs = [u for u, status, ctype in tile_responses if status == 200 and ctype == "image/png"]
-    layers = {re.search(r"/(rgb|mask|product_mask|cloud_prob|shadow_prob|scl)/tiles/", u).group(1) for u in pngs}
-    assert {"rgb", "mask", "product_mask"} <= layers, tile_responses[:10]
+    pngs = [u for u, status, ctype in responses if status == 200 and ctype == "image/png"]
+    assert pngs and all(u.startswith(f"{url}/tiles/runs/") for u in pngs), pngs[:5]
+    layers = {m.group(1) for u in pngs if (m := re.search(r"/(rgb|mask|product_mask)/tiles/", u))}
+    assert {"rgb", "mask", "product_mask"} <= layers, responses[:10]
     _shot(page, "05-compare")
+
+    # zoom out, switch the date: the new map keeps the zoom the user chose
+    _wait_idle(page)
+    page.wait_for_timeout(2000)
+    start_zoom = _map_zoom(page)
+    for _ in range(3):  # a click that lands during a rerun's redraw is lost: click again
+        page.frame_locator("iframe[title*='streamlit_folium']").first.locator(".leaflet-control-zoom-out").click()
+        if _poll(page, lambda: _map_zoom(page) == start_zoom - 1):
+            break
+    page.wait_for_timeout(2000)
+    _wait_idle(page)
+    mark = len(responses)
+    acquisition = page.get_by_label("Acquisition", exact=True)
+    acquisition.click()
+    page.get_by_role("option").nth(1).click()
+    _wait_idle(page)
+    assert _poll(page, lambda: start_zoom - 1 in _zooms(responses, "mask", mark)), (start_zoom, _zooms(responses, "mask", mark))
+    assert _poll(page, lambda: _map_zoom(page) == start_zoom - 1), (start_zoom, _map_zoom(page))
+
+    # the disagreement layer renders
+    mark = len(responses)
+    _choose(page, "Left", "Disagreement (model vs product)")
+    page.wait_for_timeout(4000)
+    assert [u for u, status, ctype in responses[mark:] if "/disagreement/tiles/" in u and status == 200
+            and ctype == "image/png"], responses[mark:mark + 5]
+    _shot(page, "06-compare-disagreement")
 
     # export: download one mask GeoTIFF and open it
     page.goto(f"{url}/Export")
@@ -183,8 +291,11 @@ def test_draw_search_run_compare_export(page: Any, app_url: tuple[str, TilesServ
     with rasterio.open(target) as ds:
         assert ds.count == 1 and ds.dtypes[0] == "uint8" and ds.crs.to_epsg() == 32633
         assert set(int(v) for v in (ds.read(1)[::10, ::10]).ravel()) <= {0, 1, 2, 3, 4, 5}
-    _shot(page, "06-export")
-    assert cdn.served, "no CDN request was answered from the npm packages"
+    _shot(page, "07-export")
+    context.close()
+    # nothing but the basemap was asked of any other origin: no CDN, not the app's own port
+    hosts = {u.split("/")[2] for u in blocked + other_blocked}
+    assert hosts <= {"tile.openstreetmap.org"}, hosts
 
 
 def _set_date(page: Any, label: str, iso: str) -> None:

@@ -26,7 +26,8 @@ from tests.servers import TilesServer, free_port
 pytestmark = needs_shared
 
 TMS = morecantile.tms.get("WebMercatorQuad")
-ALL_LAYERS = ("rgb", "falsecolor", "ndvi", "scl", "product_mask", "mask", "cloud_mask", "cloud_prob", "shadow_prob")
+ALL_LAYERS = ("rgb", "falsecolor", "ndvi", "scl", "product_mask", "mask", "disagreement", "cloud_mask", "cloud_prob",
+              "shadow_prob")
 APP_ORIGIN = "http://localhost:8501"
 
 
@@ -167,6 +168,36 @@ def test_mask_tiles_draw_cloud_in_the_legend_colour_and_clear_transparent(
                     assert px[3] == 0, (date, layer, px)
                 checked.add(name)
     assert checked == {"cloud", "clear"}
+
+
+def test_disagreement_tiles_mark_model_only_and_product_only_pixels(
+        server: TilesServer, run_doc: dict[str, Any], masked_runs_root: Path):
+    """The disagreement layer reads both masks: a model-only pixel takes the legend's model-only colour, a
+    product-only one the product-only colour, a pixel both call clear is transparent."""
+    acq = _acq(run_doc, "20230810")
+    legend = requests.get(f"{server.url}/runs/wide/{acq}/disagreement/legend", timeout=10).json()
+    colours = {c["label"].split(" (")[0]: c for c in legend["classes"]}
+    model = _read(masked_runs_root / "wide" / acq / "mask.tif")
+    product = _read(masked_runs_root / "wide" / acq / "product_mask.tif")
+    masked_m, masked_p = np.isin(model, (2, 3)), np.isin(product, (2, 3))
+    cases = {"model only": masked_m & ~masked_p, "product only": masked_p & ~masked_m,
+             "both clear": (model == 1) & (product == 1)}
+    checked = set()
+    for name, where in cases.items():
+        try:
+            row, col = _homogeneous_pixel(where, lambda a: a, r=2)
+        except AssertionError:
+            continue
+        tile, ty, tx = _tile_position(masked_runs_root / "wide" / acq / "mask.tif", row, col, 13)
+        px = _png(requests.get(_tile_url(server, acq, "disagreement", tile), timeout=30))[ty, tx]
+        if name == "both clear":
+            assert px[3] == 0, px
+        else:
+            rgb = tuple(int(colours[name]["color"][i:i + 2], 16) for i in (1, 3, 5))
+            assert tuple(px[:3]) == rgb and px[3] == 255, (name, px)
+        checked.add(name)
+    assert {"model only", "both clear"} <= checked, checked
+    assert requests.get(f"{server.url}/runs/wide/{acq}/disagreement/statistics", timeout=10).status_code == 404
 
 
 def test_rgb_and_probability_tiles_follow_the_pixels(server: TilesServer, run_doc: dict[str, Any],

@@ -13,7 +13,7 @@ import pandas as pd
 import streamlit as st
 from streamlit_folium import st_folium
 
-from pages.ui.context import job_manager, settings
+from pages.ui.context import asset_prefix, basemap, job_manager, settings
 from pages.ui.maps import draw_map
 from pages.ui.widgets import show_error, status_label
 from s2core.model.aoi import AOI, parse_aoi
@@ -45,7 +45,7 @@ def _aoi_input() -> Optional[Any]:
     source = st.radio("Area of interest from", AOI_SOURCES, horizontal=True, key="aoi_source")
     if source == AOI_SOURCES[0]:
         drawn = st.session_state.get("aoi_drawn")
-        out = st_folium(draw_map(drawn), height=420, use_container_width=True, key="aoi_map",
+        out = st_folium(draw_map(asset_prefix(), basemap(), drawn), height=420, use_container_width=True, key="aoi_map",
                         returned_objects=["last_active_drawing"])
         if out and out.get("last_active_drawing"):
             drawn = out["last_active_drawing"].get("geometry")
@@ -294,8 +294,8 @@ def job_panel(job_id: str) -> None:
     if snap.status in ("completed", "partial"):
         _run_outcome(snap.run_dir)
         c1, c2 = st.columns(2)
-        c1.page_link("pages/2_Compare.py", label="Compare masks", icon="🗺️")
-        c2.page_link("pages/3_Export.py", label="Export GeoTIFFs", icon="⬇️")
+        c1.page_link("pages/views/compare.py", label="Compare masks", icon="🗺️")
+        c2.page_link("pages/views/export.py", label="Export GeoTIFFs", icon="⬇️")
 
 
 def _run_outcome(run_dir: Path) -> None:

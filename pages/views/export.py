@@ -22,7 +22,7 @@ ctx = settings()
 runs = list_runs(ctx.runs_dir)
 if not runs:
     st.info("No run yet: start one on the Run page.")
-    st.page_link("pages/1_Run.py", label="New run", icon="▶️")
+    st.page_link("pages/views/run.py", label="New run", icon="▶️")
     st.stop()
 
 run = st.selectbox("Run", runs, format_func=lambda r: f"{r.run_id} — {status_label(r.status)}", key="exp_run")
