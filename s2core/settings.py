@@ -64,6 +64,9 @@ class Settings(BaseSettings):
                              description="XYZ URL template of the maps' basemap, or 'none'")
     basemap_attribution: str = Field("© OpenStreetMap contributors", validation_alias="S2_BASEMAP_ATTRIBUTION",
                                      description="the basemap's attribution")
+    user_header: Optional[str] = Field(None, validation_alias="S2_USER_HEADER",
+                                       description="request header naming the user, set by an authenticating "
+                                                   "reverse proxy (e.g. X-Forwarded-User): recorded as a run's owner")
     confirm_pixels: int = Field(400_000_000, ge=1, validation_alias="S2_CONFIRM_PIXELS",
                                 description="the app asks for a confirmation above this many output pixels per run")
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import secrets
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Optional
@@ -101,3 +102,15 @@ def basemap() -> Optional[tuple[str, str]]:
     s = settings()
     url = s.basemap_url.strip()
     return None if url.lower() in ("", "none") else (url, s.basemap_attribution)
+
+
+def owner_label() -> str:
+    """Who this session is, for a run's manifest: the user the authenticating proxy names
+    (``S2_USER_HEADER``), else an anonymous label of this browser session."""
+    header = settings().user_header
+    user = str(st.context.headers.get(header) or "").strip()[:100] if header and st.context.headers else ""
+    if user:
+        return user
+    if "owner_label" not in st.session_state:
+        st.session_state["owner_label"] = f"session-{secrets.token_hex(3)}"
+    return st.session_state["owner_label"]

@@ -13,7 +13,7 @@ import pandas as pd
 import streamlit as st
 from streamlit_folium import st_folium
 
-from pages.ui.context import asset_prefix, basemap, job_manager, settings
+from pages.ui.context import asset_prefix, basemap, job_manager, owner_label, settings
 from pages.ui.maps import draw_map
 from pages.ui.widgets import show_error, status_label
 from s2core.model.aoi import AOI, parse_aoi
@@ -24,7 +24,7 @@ from s2core.planner import plan
 from s2core.masks.registry import registered_cards
 from s2core.model.decision import REFERENCE_DECISION
 from s2core.model.request import DEFAULT_DILATION_M, MaskOptions, PreprocessRequest, field_choices, field_default
-from s2core.run.request import make_request
+from s2core.run.request import estimate, make_request
 from s2core.runfolder.cloud_stats import run_stats
 from s2core.runfolder.manifest import load_manifest
 from s2core.settings import get_settings
@@ -200,6 +200,7 @@ def _request() -> PreprocessRequest:
         flag_downsampling=flag_downsampling, crs=crs or None, output_format=output_format or "COG",
         land_sea_mask=land_sea_mask, cloud_mask=cloud_nodata,
         restricted=True,  # a shared server: catalogs, hosts and paths follow the deployment's policy
+        owner=owner_label(),
     )
 
 
@@ -253,6 +254,22 @@ if current_plan:
 # --------------------------------------------------------------------------- 5. run
 st.subheader("5. Run")
 can_run = bool(plan_ok and current_plan and current_plan["rows"])
+size = None
+if can_run:
+    try:
+        size = estimate(_request(), len(current_plan["rows"]))
+    except S2CoreError as exc:  # e.g. a grid too large for this server
+        show_error(exc)
+        can_run = False
+if size is not None:
+    st.caption(f"Output grid {size.width:,} × {size.height:,} px, {len(current_plan['rows'])} acquisition(s): "
+               f"{size.pixels / 1e6:,.1f} Mpx, about {size.output_bytes / 1e9:,.2f} GB of files.")
+    for warning in size.warnings:
+        st.warning(warning)
+    if size.pixels > ctx.confirm_pixels:
+        st.warning(f"This run is large ({size.pixels / 1e6:,.0f} Mpx, above this server's "
+                   f"{ctx.confirm_pixels / 1e6:,.0f} Mpx): check the AOI and the resolution.")
+        can_run = st.checkbox("Yes, run it at this size", key="confirm_size")
 if st.button("Run", key="run", type="primary", disabled=not can_run,
              help=None if can_run else "Search first: the run uses the acquisitions the search lists."):
     try:
@@ -323,5 +340,8 @@ if own is not None:
 else:
     st.caption("No run started in this session yet.")
 others = [j for j in job_manager().running() if j is not own]
-if others:  # other users' runs: a count, no details and no controls
-    st.caption(f"{len(others)} other run(s) in progress on this server.")
+if others:  # other users' runs: what and how far, read-only (no controls)
+    st.caption(f"{len(others)} other run(s) in progress on this server:")
+    st.dataframe(pd.DataFrame([{"run": (o := j.snapshot()).run_id, "by": j.request.owner or "?",
+                                "stage": o.stage, "done %": round(100 * o.fraction)} for j in others]),
+                 hide_index=True, width="stretch")

@@ -165,6 +165,9 @@ class PreprocessRequest(BaseModel):
     max_aoi_km2: float = Field(DEFAULT_MAX_AOI_KM2, gt=0, le=1e7)
     restricted: bool = Field(False, description="apply the deployment's access policy to catalogs and assets "
                                                 "(s2core.settings; the app sets it)")
+    owner: Optional[str] = Field(None, max_length=200, description="who started the run, recorded in the manifest "
+                                                                   "(the app: the user its reverse proxy names, "
+                                                                   "else the browser session)")
     masks: Optional[MaskOptions] = Field(None, description="cloud/shadow masking (None: preprocessing only)")
     land_sea_mask: Literal["none", "land", "sea"] = Field(
         "none", description="set land (land) or sea (sea) pixels to NoData: 1 km global land mask, coast refined "

@@ -25,7 +25,7 @@ from s2core.model.request import PreprocessRequest
 log = logging.getLogger(__name__)
 
 JobStatus = Literal["running", "completed", "partial", "failed", "cancelled"]
-AcqState = Literal["pending", "running", "completed", "failed", "skipped"]
+AcqState = Literal["pending", "running", "completed", "failed", "skipped", "cancelled"]
 
 
 @dataclass(frozen=True)
@@ -151,7 +151,7 @@ class Job:
                 for s in self.manifest.skipped:
                     acqs[s.acquisition_id] = "skipped"
             if status == "cancelled":
-                acqs = {k: ("skipped" if v in ("pending", "running") else v) for k, v in acqs.items()}
+                acqs = {k: ("cancelled" if v in ("pending", "running") else v) for k, v in acqs.items()}
             message = {"completed": "Finished", "partial": "Finished with failures", "failed": "Failed",
                        "cancelled": "Cancelled", "running": "Running"}[status]
             self._state = replace(self._state, status=status, error=error, finished=time.time(), acquisitions=acqs,

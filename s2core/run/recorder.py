@@ -265,7 +265,7 @@ def _files_present(run_dir: Path, record: AcquisitionRecord) -> bool:
 
 #: Parameters that change how a run reads, not what it writes: a resumed run may differ in these.
 OPERATIONAL = frozenset({"start", "end", "run_id", "out_dir", "dl_timeout", "search_timeout", "max_retries",
-                         "read_workers", "max_aoi_km2", "pc_key_given", "restricted"})
+                         "read_workers", "max_aoi_km2", "pc_key_given", "restricted", "owner"})
 
 
 def resume_conflicts(old: dict, new: dict) -> list[str]:

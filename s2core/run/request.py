@@ -14,6 +14,7 @@ Example:
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Any
 
 from s2core.masks.registry import resolve_mask_options
@@ -45,3 +46,44 @@ def complete_request(request: PreprocessRequest) -> PreprocessRequest:
         if resolved != request.masks:
             update["masks"] = resolved
     return request.model_copy(update=update) if update else request
+
+
+@dataclass(frozen=True)
+class RunEstimate:
+    """What a run will make, before it reads a pixel (the app shows it before Run)."""
+
+    width: int
+    height: int
+    acquisitions: int
+    output_bytes: int  #: about, all acquisitions together (see :func:`~s2core.run.acquisition.estimated_bytes`)
+    warnings: tuple[str, ...]
+
+    @property
+    def pixels(self) -> int:
+        """Output pixels of the whole run (grid pixels × acquisitions)."""
+        return self.width * self.height * self.acquisitions
+
+
+def estimate(request: PreprocessRequest, acquisitions: int) -> RunEstimate:
+    """The output grid, size and plausibility warnings of ``request`` for ``acquisitions`` dates.
+
+    Warns when the output pixels are far coarser than a model's native resolution (its masks would be
+    outside the scale it was trained for) — the source pixels, known only once read, can add to that.
+    """
+    from s2core.masks.registry import get_card  # lazy: cards are read only when masks are asked for
+    from s2core.masks.stage import COARSE_INPUT_RATIO  # lazy: the stage's rule, imported with its numpy
+    from s2core.model.grid import output_grid  # lazy: pyproj work only when estimating
+    from s2core.run.acquisition import estimated_bytes  # lazy: the writer's own estimate
+
+    grid = output_grid(request.aoi, request.output_crs, request.resolution, request.grid_origin)
+    warnings = []
+    if request.masks is not None:
+        for name in dict.fromkeys((*request.masks.cloud_model, request.masks.shadow_model)):
+            card = get_card(name)
+            if request.resolution > COARSE_INPUT_RATIO * card.native_resolution:
+                warnings.append(
+                    f"{card.name} was trained on {card.native_resolution:g} m pixels; at {request.resolution:g} m its "
+                    f"masks are outside the scale it was trained for: run at {card.native_resolution:g} m or finer "
+                    "for trustworthy masks (or without masks for a quick look).")
+    return RunEstimate(grid.width, grid.height, acquisitions, estimated_bytes(request, grid) * acquisitions,
+                       tuple(warnings))

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import datetime as dt
+import json
+import re
 import shutil
 import zipfile
 from pathlib import Path
@@ -204,6 +206,19 @@ def test_snap_options_are_validated_before_anything_runs(app_env: Path):
     assert len(at.dataframe[0].value) == 5
 
 
+@needs_shared
+def test_a_large_run_needs_a_confirmation(app_env: Path, monkeypatch: pytest.MonkeyPatch):
+    monkeypatch.setenv("S2_CONFIRM_PIXELS", "1000")
+    at = _fill_run_page(_page("pages/views/run.py").run())
+    at.button(key="search").click().run()
+    assert any("This run is large" in w.value for w in at.warning)
+    assert at.button(key="run").disabled
+    at.checkbox(key="confirm_size").check().run()
+    assert not at.button(key="run").disabled
+    _ = at  # not started: the confirmation alone does not run it
+    assert "job_token" not in at.session_state
+
+
 def test_planetary_computer_key_is_a_password_field(app_env: Path):
     at = _page("pages/views/run.py").run()
     key_box = at.text_input(key="pc_key")
@@ -223,6 +238,9 @@ def test_search_then_run_in_the_background(app_env: Path):
     assert not _errors(at), _errors(at)
     table = at.dataframe[0].value
     assert len(table) == 5 and set(table["tiles"]) == {"33TWL + 33TWM"}
+    assert any(re.search(r"Output grid [\d,]+ × [\d,]+ px, 5 acquisition\(s\)", c.value) for c in at.caption)
+    # 120 m through the 30 m U-Net: said before anything runs
+    assert any("outside the scale it was trained for" in w.value for w in at.warning)
     at.button(key="run").click().run()
     job = job_manager().owned(at.session_state["job_token"])
     assert job is not None and at.query_params["job"] in (job.token, [job.token])  # a reload keeps the job
@@ -230,6 +248,8 @@ def test_search_then_run_in_the_background(app_env: Path):
     assert snap.status == "completed", snap.error
     assert set(snap.acquisitions.values()) == {"completed"} and len(snap.acquisitions) == 5
     assert (app_env / snap.run_id / "manifest.json").exists()
+    owner = json.loads((app_env / snap.run_id / "manifest.json").read_text())["parameters"]["owner"]
+    assert re.fullmatch(r"session-[0-9a-f]{6}", owner)  # no proxy names a user here: the session's label
     at.run()
     assert any("Done" in s.value for s in at.success)
     ranked = at.dataframe[-1].value  # the dates by clear share of the AOI, the clearest marked

@@ -40,6 +40,8 @@ def test_cancel_stops_the_job_and_keeps_a_cancelled_manifest(tmp_path: Path):
     snap = job.wait(timeout=300)
     assert snap.status == "cancelled" and snap.cancel_requested and "Cancelled" in snap.error
     assert "running" not in snap.acquisitions.values()
+    # dates the cancel stopped are "cancelled", not "skipped" (skipped means the plan left them out)
+    assert "skipped" not in snap.acquisitions.values() and "pending" not in snap.acquisitions.values()
     manifest = (tmp_path / snap.run_id / "manifest.json")
     assert not manifest.exists() or '"status": "cancelled"' in manifest.read_text().replace('":"', '": "')
 
