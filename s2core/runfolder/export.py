@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import fcntl
 import os
 import zipfile
 from dataclasses import dataclass
@@ -52,14 +53,26 @@ def zip_run(run_dir: Path, dest: Optional[Path] = None) -> Path:
     """Zip every file of :func:`run_files` (paths inside the zip start with the run id).
 
     Written to ``dest`` (default ``<run_dir>/../<run_id>.zip``) under a temporary name and
-    renamed when complete. GeoTIFFs are stored (already compressed); JSON is deflated.
+    renamed when complete. GeoTIFFs are stored (already compressed); JSON is deflated. Built once:
+    users asking at the same time wait for the one build (a lock beside ``dest``), and a zip newer
+    than every file of the run is served as it is.
     """
     run_dir = Path(run_dir)
     dest = Path(dest) if dest else run_dir.parent / f"{run_dir.name}.zip"
-    tmp = tmp_path(dest)  # unique: two users zipping one run at once each get their own
+    with open(dest.parent / f".{dest.name}.lock", "a+b") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        files = run_files(run_dir)
+        newest = max(f.path.stat().st_mtime_ns for f in files)
+        if dest.is_file() and dest.stat().st_mtime_ns >= newest:
+            return dest
+        return _write_zip(run_dir, files, dest)
+
+
+def _write_zip(run_dir: Path, files: list[RunFile], dest: Path) -> Path:
+    tmp = tmp_path(dest)  # unique, and renamed into place only when complete
     try:
         with zipfile.ZipFile(tmp, "w", allowZip64=True) as zf:
-            for f in run_files(run_dir):
+            for f in files:
                 method = zipfile.ZIP_STORED if f.kind == "geotiff" else zipfile.ZIP_DEFLATED
                 zf.write(f.path, f"{run_dir.name}/{f.name}", compress_type=method)
         os.replace(tmp, dest)

@@ -2,12 +2,16 @@
 
 from __future__ import annotations
 
+import os
 import zipfile
+from concurrent.futures import ThreadPoolExecutor
+from unittest.mock import patch
 from pathlib import Path
 
 import pytest
 
 from s2core import make_request
+import s2core.runfolder.export as export_module
 from s2core.runfolder.export import human_size, run_files, zip_run
 from s2core.run.jobs import JobManager
 from tests.conftest import MAPCHETE_CATALOG, STRADDLE_WKT, needs_shared
@@ -65,6 +69,17 @@ def test_export_lists_outputs_and_zips_atomically(tmp_path: Path):
         assert sorted(zf.namelist()) == sorted(f"{snap.run_id}/{f.name}" for f in files)
         assert zf.testzip() is None
     assert human_size(999) == "999 B" and human_size(1_500_000) == "1.5 MB"
+    # two users at once: both get the zip, built once; a newer file of the run makes it be rebuilt
+    z.unlink()
+    writes: list[Path] = []
+    real_write = export_module._write_zip
+    with patch.object(export_module, "_write_zip", side_effect=lambda *a: writes.append(a[2]) or real_write(*a)):
+        with ThreadPoolExecutor(2) as pool:
+            got = list(pool.map(lambda _: zip_run(run_dir), range(2)))
+        assert got == [z, z] and len(writes) == 1 and zipfile.ZipFile(z).testzip() is None
+        later = z.stat().st_mtime_ns + 1_000_000_000
+        os.utime(run_dir / "manifest.json", ns=(later, later))
+        assert zip_run(run_dir) == z and len(writes) == 2
 
 
 @pytest.mark.dask
