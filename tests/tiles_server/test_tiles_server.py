@@ -15,6 +15,7 @@ import morecantile
 import numpy as np
 import pytest
 import rasterio
+import rasterio.warp
 import requests
 from PIL import Image
 from pyproj import Transformer
@@ -344,6 +345,33 @@ def test_tiles_far_below_the_native_zoom_are_refused_at_once(server: TilesServer
         assert resp.status_code == 404 and "too far out" in resp.json()["detail"], resp.text
         assert time.monotonic() - t0 < 2.0  # was 89 s of CPU for a z0 tile of a 120 m run
     _png(requests.get(_tile_url(server, acq, "rgb", TMS.tile(lon, lat, native - 4)), timeout=60))
+
+
+def test_tiles_below_the_native_zoom_read_only_what_the_raster_covers(run_doc: dict[str, Any],
+                                                                        masked_runs_root: Path):
+    """Below the native zoom a tile is read as the part the raster covers, placed on an empty tile: the same
+    picture as rio-tiler's whole-tile warp (same place, same colours), without warping the whole extent."""
+    from rio_tiler.io import Reader
+
+    from tiles_server.layers import LAYERS
+    from tiles_server.rendering import native_minzoom, read_tile
+
+    acq = run_doc["acquisitions"][0]["id"]
+    path = masked_runs_root / "wide" / acq / "raster.tif"
+    bands = run_doc["bands"]
+    native = native_minzoom(path, TMS)
+    with rasterio.open(path) as ds:
+        w, s, e, n = rasterio.warp.transform_bounds(ds.crs, "EPSG:4326", *ds.bounds)
+    for z in (native - 3, native - 1):
+        tile = TMS.tile((w + e) / 2, (s + n) / 2, z)
+        ours = read_tile(LAYERS["rgb"], path, bands, TMS, tile.x, tile.y, tile.z, 256)
+        with rasterio.open(path) as ds, Reader(None, dataset=ds, tms=TMS) as reader:
+            warped = reader.tile(tile.x, tile.y, tile.z, indexes=LAYERS["rgb"].band_indexes(bands))
+        a, b = ~np.ma.getmaskarray(ours.array[0]), ~np.ma.getmaskarray(warped.array[0])
+        assert a.sum() > 0 and abs(int(a.sum()) - int(b.sum())) <= 0.1 * b.sum() + 2 * (a.shape[0])  # the same place
+        assert (a & b).sum() >= 0.8 * b.sum()
+        assert abs(float(ours.array[:, a & b].mean()) - float(warped.array[:, a & b].mean())) < 0.05 * float(
+            warped.array[:, a & b].mean())  # the same colours
 
 
 def test_colormap_images_have_a_size_limit(server: TilesServer):
