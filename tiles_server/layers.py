@@ -125,7 +125,7 @@ LAYERS: dict[str, Layer] = {layer.name: layer for layer in (
     Layer("product_mask", "Product mask (from SCL)", "product_mask", "categorical",
           "SCL mapped to clear / cloud / shadow / snow / defective", classes=_MASK_CLASSES, draw_nodata=True, nodata=0),
     Layer("mask", "Model mask (merged)", "mask", "categorical",
-          "model probabilities thresholded, merged with the product mask and dilated",
+          "the models' decision merged with the product mask, shadow-checked and dilated",
           classes=_MASK_CLASSES, draw_nodata=True, nodata=0),
     Layer("disagreement", "Model vs product disagreement", "mask", "categorical",
           "where the model mask and the product mask disagree on cloud/shadow", classes=_DISAGREEMENT_CLASSES,
