@@ -131,20 +131,24 @@ def block_mean(dn: np.ndarray, factor: int) -> tuple[np.ndarray, np.ndarray]:
 COARSE_INPUT_RATIO = 2.0
 
 
+def _source_pixel(card: ModelCard, source_resolution: Optional[Mapping[str, float]]) -> float:
+    """The coarsest source pixel (m) among the bands the model reads (0 when unknown)."""
+    return max((source_resolution or {}).get(b, 0.0) for b in card.bands)
+
+
 def inference_resolution(card: ModelCard, resolution: Optional[float],
                          source_resolution: Optional[Mapping[str, float]] = None) -> float:
     """The resolution (m) a model runs at: ``resolution`` when given, else the coarser of its native
     resolution and the source pixels of the bands it reads (upsampled pixels hold no more detail)."""
     if resolution:
         return float(resolution)
-    source = max((source_resolution or {}).get(b, 0.0) for b in card.bands)
-    return max(card.native_resolution, source)
+    return max(card.native_resolution, _source_pixel(card, source_resolution))
 
 
 def coarse_input_warning(card: ModelCard, source_resolution: Optional[Mapping[str, float]]) -> Optional[str]:
     """A warning when the model's bands come from pixels more than :data:`COARSE_INPUT_RATIO` × its native
     resolution (e.g. 120 m tiles through the 30 m U-Nets), else None."""
-    source = max((source_resolution or {}).get(b, 0.0) for b in card.bands)
+    source = _source_pixel(card, source_resolution)
     if source > COARSE_INPUT_RATIO * card.native_resolution:
         return (f"{card.name} was trained on {card.native_resolution:g} m pixels but its bands come from "
                 f"{source:g} m pixels ({source / card.native_resolution:.0f}x coarser): its cloud and shadow "

@@ -67,23 +67,21 @@ class RunEstimate:
 def estimate(request: PreprocessRequest, acquisitions: int) -> RunEstimate:
     """The output grid, size and plausibility warnings of ``request`` for ``acquisitions`` dates.
 
-    Warns when the output pixels are far coarser than a model's native resolution (its masks would be
-    outside the scale it was trained for) — the source pixels, known only once read, can add to that.
+    Warns when the output pixels are far coarser than a model's native resolution (the stage's own
+    :func:`~s2core.masks.stage.coarse_input_warning`); the source pixels, known only once read, can add to that.
     """
     from s2core.masks.registry import get_card  # lazy: cards are read only when masks are asked for
-    from s2core.masks.stage import COARSE_INPUT_RATIO  # lazy: the stage's rule, imported with its numpy
+    from s2core.masks.stage import coarse_input_warning  # lazy: the stage's rule, imported with its numpy
     from s2core.model.grid import output_grid  # lazy: pyproj work only when estimating
     from s2core.run.acquisition import estimated_bytes  # lazy: the writer's own estimate
 
     grid = output_grid(request.aoi, request.output_crs, request.resolution, request.grid_origin)
     warnings = []
-    if request.masks is not None:
+    if request.masks is not None:  # the models see pixels at least as coarse as the output grid's
         for name in dict.fromkeys((*request.masks.cloud_model, request.masks.shadow_model)):
             card = get_card(name)
-            if request.resolution > COARSE_INPUT_RATIO * card.native_resolution:
-                warnings.append(
-                    f"{card.name} was trained on {card.native_resolution:g} m pixels; at {request.resolution:g} m its "
-                    f"masks are outside the scale it was trained for: run at {card.native_resolution:g} m or finer "
-                    "for trustworthy masks (or without masks for a quick look).")
+            warning = coarse_input_warning(card, {b: request.resolution for b in card.bands})
+            if warning:
+                warnings.append(warning)
     return RunEstimate(grid.width, grid.height, acquisitions, estimated_bytes(request, grid) * acquisitions,
                        tuple(warnings))
