@@ -66,15 +66,17 @@ http {{
 """
 
 
-def _wait_for(url: str, what: str) -> None:
-    for _ in range(300):
+def _wait_for(url: str, what: str, seconds: float = 180.0) -> None:
+    """Wait until ``url`` answers 200 (a first start on a fresh install compiles and imports a lot)."""
+    end = time.monotonic() + seconds
+    while time.monotonic() < end:
         try:
-            if requests.get(url, timeout=1).ok:
+            if requests.get(url, timeout=5).ok:
                 return
-        except requests.ConnectionError:
+        except requests.RequestException:  # not listening yet, or busy starting
             pass
         time.sleep(0.2)
-    raise RuntimeError(f"{what} did not start")
+    raise RuntimeError(f"{what} did not start within {seconds:g} s")
 
 
 @pytest.fixture(scope="module")
