@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import Optional
+from typing import Literal, Optional
 
 from pydantic import AliasChoices, Field, SecretStr, ValidationError
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -30,6 +30,13 @@ class Settings(BaseSettings):
     # --- s2core --------------------------------------------------------------------------
     threads: Optional[int] = Field(None, ge=1, validation_alias="S2CORE_THREADS",
                                    description="threads for ONNX Runtime and GDAL (default: the cores this process may use)")
+    engine: Literal["auto", "onnxruntime", "openvino"] = Field(
+        "auto", validation_alias="S2CORE_ENGINE",
+        description="inference engine of the patch models: auto = OpenVINO on a CPU when installed, else ONNX Runtime "
+                    "(CUDA when offered)")
+    precision: Literal["auto", "fp32", "bf16"] = Field(
+        "auto", validation_alias="S2CORE_PRECISION",
+        description="OpenVINO's arithmetic: auto = bf16 where the CPU has it, else fp32 (ONNX Runtime: always fp32)")
     max_aoi_km2: float = Field(2500.0, gt=0, validation_alias="S2CORE_MAX_AOI_KM2",
                                description="largest AOI a request accepts (km²)")
     worker_memory: str = Field("4GiB", validation_alias="S2CORE_WORKER_MEMORY",

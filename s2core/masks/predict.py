@@ -94,6 +94,7 @@ def predict(
     overlap: Optional[int] = None,
     batch_size: int = 1,
     providers: Optional[list[str]] = None,
+    engine: Optional[str] = None,
 ) -> Prediction:
     """Cloud and shadow probabilities of a reflectance image.
 
@@ -106,7 +107,10 @@ def predict(
             (likewise the shadow probabilities of those that have a shadow output).
         valid: optional boolean (H, W) of pixels with data; default: finite and not all-zero.
         patch_size, overlap, batch_size: engine settings for patch models.
-        providers: ONNX Runtime providers (default: CUDA when available, then CPU).
+        providers: ONNX Runtime providers (default: CUDA when available, then CPU); naming them means
+            ONNX Runtime.
+        engine: ``auto`` (default: the ``S2CORE_ENGINE`` setting), ``onnxruntime`` or ``openvino``;
+            OpenVINO's precision is the ``S2CORE_PRECISION`` setting (bf16 where the CPU has it).
 
     Returns:
         :class:`Prediction` with ``cloud_prob`` and ``shadow_prob`` float32 (H, W) in [0, 1];
@@ -134,12 +138,12 @@ def predict(
         raise InvalidParameter("No model given: pass a registered model name.")
     parts: dict[str, list[np.ndarray]] = {"cloud": [], "shadow": []}
     stats: list[EngineStats] = []
-    engine = EngineOptions(patch=patch_size, overlap=overlap, batch_size=batch_size)
+    settings = EngineOptions(patch=patch_size, overlap=overlap, batch_size=batch_size)
     for name in models:
         card = get_card(name, "cloud")
-        session = get_session(card, providers)
+        session = get_session(card, providers, engine)
         roles = card.roles
-        probs, st = run_on_array(session, arr, names, valid, roles, engine)
+        probs, st = run_on_array(session, arr, names, valid, roles, settings)
         stats.append(st)
         for role, p in zip(roles, probs):
             parts[role].append(p)

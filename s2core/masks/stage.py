@@ -226,7 +226,8 @@ def run_models(
         job = EngineJob(session, source_reader(card, source, index, factor), hi, wi, roles, sink)
         stats = run_model(job, EngineOptions(patch=options.patch_size, batch_size=options.batch_size,
                                              cancel=cancel, on_row=on_row))
-        log.info("%s at %g m: %d patches, %d skipped", name, grid.resolution_m * factor, stats.patches, stats.skipped)
+        log.info("%s at %g m on %s: %d patches, %d skipped", name, grid.resolution_m * factor, stats.engine,
+                 stats.patches, stats.skipped)
         warning = coarse_input_warning(card, source_resolution)
         if warning:
             log.warning("%s", warning)
@@ -374,7 +375,8 @@ def mask_acquisition(
         run.card.name: {"roles": list(run.roles), "inference_resolution": grid.resolution_m * run.factor,
                         "native_resolution": run.card.native_resolution,
                         "patches": run.stats.patches, "skipped_patches": run.stats.skipped,
-                        "pixels_run": run.stats.pixels_run, **({"warning": run.warning} if run.warning else {})}
+                        "pixels_run": run.stats.pixels_run, "engine": run.stats.engine,
+                        **({"warning": run.warning} if run.warning else {})}
         for run in runs
     }
     warnings = [run.warning for run in runs if run.warning] + ([check.warning] if check.warning else [])

@@ -157,6 +157,7 @@ def pointwise_model(weights: np.ndarray, bias: np.ndarray) -> onnx.ModelProto:
 
 def test_farmvibes_convention_models_selected_by_file(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
     monkeypatch.setenv("S2CORE_MODELS_DIR", str(tmp_path))
+    monkeypatch.setenv("S2CORE_PRECISION", "fp32")  # the conventions' arithmetic, compared to 1e-4
     rng = np.random.default_rng(1)
     wc, bc = rng.normal(0, 1e-3, (2, 12)), rng.normal(0, 0.1, 2)
     ws, bs = rng.normal(0, 1.0, (1, 12)), rng.normal(0, 0.1, 1)
