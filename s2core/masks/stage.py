@@ -22,11 +22,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Mapping, Optional, Protocol
 
+import cv2
 import numpy as np
 import rasterio
-from affine import Affine
-from rasterio.enums import Resampling
-from rasterio.warp import reproject
 from rasterio.windows import Window
 
 from s2core.model.grid import Grid
@@ -101,28 +99,41 @@ class FileSource:
         self._ds.close()  # type: ignore[attr-defined]
 
 
+def _block_sum(a: np.ndarray, factor: int, dtype: type) -> np.ndarray:
+    """Sums over ``factor`` × ``factor`` blocks of the last two axes (whole blocks), in ``dtype``."""
+    rows = a[..., 0::factor, :].astype(dtype)
+    for k in range(1, factor):
+        rows += a[..., k::factor, :]
+    out = rows[..., 0::factor].copy()
+    for k in range(1, factor):
+        out += rows[..., k::factor]
+    return out
+
+
 def block_mean(dn: np.ndarray, factor: int) -> tuple[np.ndarray, np.ndarray]:
     """Average uint16 DN (B, h, W) over ``factor`` × ``factor`` blocks of valid pixels.
 
     Returns reflectance float32 (B, ceil(h/f), ceil(W/f)) and the blocks with any valid pixel.
-    A pixel is valid when every band is non-zero (the stacking writes all bands or none).
+    A pixel is valid when every band is non-zero (the stacking writes all bands or none). Sums are
+    exact (integers); blocks past the edge use the pixels they have.
     """
     valid = (dn != 0).all(axis=0)
     if factor == 1:
         return dn.astype(np.float32) / np.float32(10000.0), valid
+    if not valid.all():
+        dn = dn * valid  # a pixel missing in one band counts in none
     b, h, w = dn.shape
-    hh, ww = math.ceil(h / factor), math.ceil(w / factor)
-    pad = ((0, hh * factor - h), (0, ww * factor - w))
-    v = np.pad(valid, pad)
-    count = v.reshape(hh, factor, ww, factor).sum(axis=(1, 3), dtype=np.float64)
-    out = np.empty((b, hh, ww), dtype=np.float32)
-    for i in range(b):
-        band = np.pad(np.where(valid, dn[i], 0), pad).astype(np.float64)
-        total = band.reshape(hh, factor, ww, factor).sum(axis=(1, 3))
-        with np.errstate(invalid="ignore", divide="ignore"):
-            out[i] = (total / count / 10000.0).astype(np.float32)
+    ph, pw = (-h) % factor, (-w) % factor
+    if ph or pw:
+        dn = np.pad(dn, ((0, 0), (0, ph), (0, pw)))
+        valid = np.pad(valid, ((0, ph), (0, pw)))
+    count = _block_sum(valid.view(np.uint8), factor, np.uint16)
+    total = _block_sum(dn, factor, np.uint32)
     ok = count > 0
-    out[:, ~ok] = 0.0
+    with np.errstate(divide="ignore"):
+        scale = np.where(ok, np.float32(1e-4) / count.astype(np.float32), np.float32(0.0))
+    out = total.astype(np.float32)
+    out *= scale
     return out, ok
 
 
@@ -235,17 +246,35 @@ def run_models(
     return runs
 
 
+def upsample_rows(src: np.ndarray, factor: int, r0: int, r1: int, width: int) -> np.ndarray:
+    """Bilinear upsampling of ``src`` (h, w) by a whole ``factor``: output rows [r0, r1), columns [0, width).
+
+    Pixel centres map to pixel centres (output pixel i samples source (i + 0.5) / f − 0.5), edges
+    repeat the edge pixel, and NaN (no data) is left out with the weights renormalised over the pixels
+    that have data (NaN where none has). Any strip of rows equals the same rows of the whole image.
+    """
+    h, w = src.shape
+    lo = max(0, math.floor((r0 + 0.5) / factor - 0.5) - 1)  # one source row of halo on each side
+    hi = min(h, math.floor((r1 - 0.5) / factor - 0.5) + 3)
+    sub = src[lo:hi]
+    size = (w * factor, (hi - lo) * factor)
+    finite = np.isfinite(sub)
+    if finite.all():
+        up = cv2.resize(sub, size, interpolation=cv2.INTER_LINEAR)
+    else:
+        num = cv2.resize(np.where(finite, sub, np.float32(0.0)), size, interpolation=cv2.INTER_LINEAR)
+        den = cv2.resize(finite.astype(np.float32), size, interpolation=cv2.INTER_LINEAR)
+        with np.errstate(invalid="ignore", divide="ignore"):
+            up = np.where(den > 1e-6, num / den, np.float32(np.nan)).astype(np.float32, copy=False)
+    return up[r0 - lo * factor:r1 - lo * factor, :width]
+
+
 def _to_grid(run: ModelRun, channel: int, grid: Grid, r0: int, r1: int) -> np.ndarray:
     """One channel of a model run on output rows [r0, r1): bilinear from the inference grid."""
     src = run.probs[channel]
     if run.factor == 1:
         return src[r0:r1]
-    dst = np.full((r1 - r0, grid.width), np.nan, dtype=np.float32)
-    src_t = grid.transform @ Affine.scale(run.factor)
-    dst_t = grid.transform @ Affine.translation(0, r0)
-    reproject(src, dst, src_transform=src_t, src_crs=grid.rio_crs, dst_transform=dst_t, dst_crs=grid.rio_crs,
-              src_nodata=np.nan, dst_nodata=np.nan, resampling=Resampling.bilinear)
-    return dst
+    return upsample_rows(src, run.factor, r0, r1, grid.width)
 
 
 def combined_probability(runs: list[ModelRun], role: str, grid: Grid, r0: int, r1: int) -> np.ndarray:
@@ -260,7 +289,11 @@ def combined_probability(runs: list[ModelRun], role: str, grid: Grid, r0: int, r
 
 def quantize(prob: np.ndarray, valid: np.ndarray) -> np.ndarray:
     """Probability → uint8 (× 250, 255 = nodata)."""
-    q = np.rint(np.clip(np.nan_to_num(prob, nan=0.0), 0.0, 1.0) * PROB_SCALE).astype(np.uint8)
+    x = prob * np.float32(PROB_SCALE)
+    np.fmax(x, np.float32(0.0), out=x)  # fmax also turns NaN into 0
+    np.minimum(x, np.float32(PROB_SCALE), out=x)
+    np.rint(x, out=x)
+    q = x.astype(np.uint8)
     q[~valid] = PROB_NODATA
     return q
 
