@@ -69,6 +69,19 @@ def to_reflectance_dn(values: np.ndarray, offset: float, out: Optional[np.ndarra
     if out is None:
         out = np.zeros(values.shape, dtype=np.uint16)
     flat_in, flat_out = values.reshape(-1), out.reshape(-1)
+    if values.dtype == np.uint16 and float(offset).is_integer() and offset <= 0:  # DNs, 0 = nodata
+        # in uint16, no temporaries: min(max(v, 1 - o) + o, v) is 0 for 0 and max(v + o, 1) otherwise
+        o = int(offset)
+        if o == 0:
+            np.copyto(out, values)
+            return out
+        for i in range(0, flat_in.size, _CHUNK):
+            v = flat_in[i:i + _CHUNK]
+            o_part = flat_out[i:i + _CHUNK]
+            np.maximum(v, np.uint16(1 - o), out=o_part)
+            o_part -= np.uint16(-o)
+            np.minimum(o_part, v, out=o_part)
+        return out
     if np.issubdtype(values.dtype, np.integer) and float(offset).is_integer():  # DNs, 0 = nodata
         for i in range(0, flat_in.size, _CHUNK):
             v = flat_in[i:i + _CHUNK]

@@ -23,6 +23,7 @@ from rasterio.shutil import copy as rio_copy
 from s2core.errors import DiskFull, OutputWriteError
 from s2core.read.gdal_mem import open_array
 from s2core.runfolder.atomic import tmp_path
+from s2core.write.overviews import Pyramid, with_overviews
 from s2core.model.grid import Grid
 
 
@@ -90,8 +91,9 @@ def verify_raster(path: Path, count: int, height: int, width: int) -> None:
         raise OutputWriteError(f"{path.name} was not written completely ({str(exc)[:160]})") from None
 
 
-def _copy_to_cog(src: Any, dest: Path, dtype: str, meta: RasterMeta) -> None:
-    """Copy an open dataset to ``dest`` as a COG, verified, then atomically renamed."""
+def _copy_to_cog(src: Any, dest: Path, dtype: str, meta: RasterMeta, overviews: str = "AUTO") -> None:
+    """Copy an open dataset to ``dest`` as a COG, verified, then atomically renamed; ``overviews``:
+    ``AUTO`` (GDAL computes them) or ``FORCE_USE_EXISTING`` (the source's, e.g. built while streaming)."""
     tmp = tmp_path(dest)
     try:
         # GDAL's default block cache on purpose: a small one makes the overview pass re-read blocks (5x slower)
@@ -103,7 +105,7 @@ def _copy_to_cog(src: Any, dest: Path, dtype: str, meta: RasterMeta) -> None:
             LEVEL="1",  # libdeflate level 1: 3.6x faster than the default 6 for about 3 % more bytes
             PREDICTOR=("YES" if meta.predictor == 2 else "NO") if np.dtype(dtype).kind in "ui" else "FLOATING_POINT",
             BLOCKSIZE="512",
-            OVERVIEWS="AUTO",
+            OVERVIEWS=overviews,
             OVERVIEW_RESAMPLING=meta.overview_resampling.upper(),
             NUM_THREADS="ALL_CPUS",
             BIGTIFF="IF_SAFER",
@@ -174,31 +176,80 @@ def write_cog(path: Path, data: np.ndarray, grid: Grid, **meta: Any) -> Path:
     return path
 
 
-@contextmanager
-def cog_strip_writer(path: Path, grid: Grid, count: int, dtype: str, **meta: Any) -> Iterator[Any]:
-    """Write a COG window by window with bounded memory.
+class StripDataset:
+    """What :func:`cog_strip_writer` yields: write full-width strips of rows, top to bottom, with
+    ``write(data, indexes=None, window=Window(0, r0, width, rows))`` as on a rasterio dataset. Each strip
+    also feeds the overview levels; a write out of that order makes GDAL compute the overviews instead."""
 
-    Yields an open rasterio dataset (a tiled GeoTIFF under a temporary name beside ``path``);
-    write windows to it. On a clean exit it becomes a COG at ``path`` (atomically); on an error
-    nothing appears at ``path``.
+    def __init__(self, ds: Any, pyramid: Optional[Pyramid]) -> None:
+        self.ds, self.pyramid = ds, pyramid
+        self.width, self.height, self.count = ds.width, ds.height, ds.count
+        self._next_row = 0
+        self._strip: dict[int, np.ndarray] = {}  # bands of the current strip written one by one
+
+    def write(self, data: np.ndarray, indexes: Optional[int | Sequence[int]] = None,
+              window: Optional[Window] = None) -> None:
+        self.ds.write(data, indexes, window=window)
+        if self.pyramid is None:
+            return
+        arr = data if data.ndim == 3 else data[None]
+        bands = list(range(1, self.count + 1)) if indexes is None else (
+            [indexes] if isinstance(indexes, int) else list(indexes))
+        win = window or Window(0, 0, self.width, self.height)
+        if (win.col_off, win.width) != (0, self.width) or int(win.row_off) != self._next_row:
+            self._give_up()
+            return
+        for b, band in zip(bands, arr):
+            self._strip[b] = band
+        if len(self._strip) == self.count:
+            self.pyramid.add(np.stack([self._strip[b] for b in range(1, self.count + 1)]))
+            self._strip = {}
+            self._next_row += int(win.height)
+
+    def _give_up(self) -> None:
+        assert self.pyramid is not None
+        self.pyramid.discard()
+        self.pyramid = None
+
+
+@contextmanager
+def cog_strip_writer(path: Path, grid: Grid, count: int, dtype: str, **meta: Any) -> Iterator[StripDataset]:
+    """Write a COG strip by strip with bounded memory.
+
+    Yields a :class:`StripDataset` over a tiled GeoTIFF under a temporary name beside ``path``; write
+    full-width strips of rows to it, top to bottom. The overviews are built from the strips as they
+    arrive (:mod:`s2core.write.overviews`). On a clean exit it becomes a COG at ``path`` (atomically);
+    on an error nothing appears at ``path``.
     """
     info = RasterMeta(**meta)
     path.parent.mkdir(parents=True, exist_ok=True)
     scratch = tmp_path(path.with_name(path.stem + ".strips.tif"))
+    pyramid: Optional[Pyramid] = None
+    vrt = scratch.with_suffix(".vrt")
     try:
+        pyramid = Pyramid(path, grid.width, grid.height, count, dtype, info.nodata, info.overview_resampling)
         # band-interleaved: the COG copy then reads each band's blocks on their own (1.8x faster than
         # pixel-interleaved blocks of 12 bands through a 256 MB block cache)
         with rasterio.open(scratch, "w", **_profile(grid, count, dtype, info.nodata), BIGTIFF="IF_SAFER",
                            INTERLEAVE="BAND") as ds:
-            yield ds
+            writer = StripDataset(ds, pyramid)
+            yield writer
             _apply_meta(ds, info)
-        with rasterio.open(scratch) as src:
-            _copy_to_cog(src, path, dtype, info)
+        if writer.pyramid is not None:
+            levels = writer.pyramid.close()
+            with rasterio.open(with_overviews(scratch, levels, vrt)) as src:
+                _copy_to_cog(src, path, dtype, info, overviews="FORCE_USE_EXISTING")
+        else:
+            with rasterio.open(scratch) as src:
+                _copy_to_cog(src, path, dtype, info)
     except OutputWriteError:
         raise
-    except (RasterioError, OSError) as exc:  # the scratch file itself (full disk while streaming strips)
+    except (RasterioError, OSError) as exc:  # the scratch files themselves (full disk while streaming strips)
         raise write_failure(path, exc, count * grid.height * grid.width * np.dtype(dtype).itemsize) from None
     finally:
+        if pyramid is not None:
+            pyramid.discard()
+        vrt.unlink(missing_ok=True)
         scratch.unlink(missing_ok=True)
 
 
