@@ -17,6 +17,7 @@ The engine works on *model input* arrays: already scaled and normalised (see
 
 from __future__ import annotations
 
+import importlib.util
 import logging
 import math
 import threading
@@ -224,8 +225,6 @@ ENGINES = ("auto", "onnxruntime", "openvino")
 
 def openvino_available() -> bool:
     """Whether the OpenVINO runtime is installed (it is optional: ONNX Runtime is the fallback)."""
-    import importlib.util
-
     return importlib.util.find_spec("openvino") is not None
 
 

@@ -201,6 +201,105 @@ class ModelRun:
     warning: Optional[str] = None
 
 
+@dataclass(frozen=True)
+class ModelPlan:
+    """One model of the masks stage: the roles it serves, the raster bands it reads, its block size."""
+
+    name: str
+    card: ModelCard
+    roles: tuple[str, ...]
+    index: tuple[int, ...]
+    factor: int
+
+
+def plan_models(options: MaskOptions, bands: tuple[str, ...], grid: Grid,
+                source_resolution: Optional[Mapping[str, float]] = None) -> list[ModelPlan]:
+    """Every model named in ``options`` once (a model serving both roles runs once), each at its
+    :func:`inference_resolution` (``source_resolution``: band -> metres of the source pixels)."""
+    wanted: dict[str, set[str]] = {}
+    for name in options.cloud_model:
+        wanted.setdefault(name, set()).add("cloud")
+    wanted.setdefault(options.shadow_model, set()).add("shadow")
+    plans = []
+    for name, roles_set in wanted.items():
+        card = get_card(name, "cloud" if "cloud" in roles_set else "shadow")
+        roles = tuple(r for r in ("cloud", "shadow") if r in roles_set)
+        factor = inference_factor(card, grid, options.inference_resolution, source_resolution)
+        plans.append(ModelPlan(name, card, roles, tuple(card.check_bands(bands)), factor))
+    return plans
+
+
+@dataclass
+class ModelInput:
+    """A model's input at its inference grid, gathered before the stage runs: reflectance float32
+    (C, Hi, Wi) and the blocks with data (Hi, Wi)."""
+
+    reflectance: np.ndarray
+    valid: np.ndarray
+
+
+def _input_reader(card: ModelCard, given: ModelInput) -> RowReader:
+    def read(r0: int, r1: int) -> tuple[np.ndarray, np.ndarray]:
+        valid = given.valid[r0:r1]
+        x = prepare_input(card, given.reflectance[:, r0:r1])
+        if not valid.all():
+            x = np.where(valid[None], x, np.float32(0.0))
+        return np.ascontiguousarray(x, dtype=np.float32), valid
+
+    return read
+
+
+#: The strip feed gathers a model's input only when it takes at most this many bytes (the U-Nets at
+#: 30 m from a 10 m tile: 0.3 GB); larger inputs (a 10 m model on a whole tile) are read back by strips.
+FEED_MAX_BYTES = 1_000_000_000
+
+
+class StripFeed:
+    """The masks stage's inputs gathered from the strips of the raster as they are written (so that the
+    stage reads nothing back): each planned model's block means at its inference grid, and the
+    pixels with data. Block sums are exact integers, so the inputs equal what the stage would read
+    from the raster itself, whatever the strips' heights."""
+
+    def __init__(self, plans: list[ModelPlan], grid: Grid) -> None:
+        self._valid_bits = np.zeros((grid.height, (grid.width + 7) // 8), dtype=np.uint8)  # 1/8 of a bool grid
+        self.width = grid.width
+        self.inputs: dict[str, ModelInput] = {}
+        self._plans = []
+        for plan in plans:
+            hi, wi = math.ceil(grid.height / plan.factor), math.ceil(grid.width / plan.factor)
+            if len(plan.index) * hi * wi * 4 <= FEED_MAX_BYTES:
+                self.inputs[plan.name] = ModelInput(np.zeros((len(plan.index), hi, wi), dtype=np.float32),
+                                                    np.zeros((hi, wi), dtype=bool))
+                self._plans.append(plan)
+        self._carry: dict[str, tuple[int, np.ndarray]] = {}  # rows not yet a whole block: (first row, DN)
+        self.height = grid.height
+
+    @property
+    def valid(self) -> np.ndarray:
+        """Pixels with data (bool (H, W)), from the strips seen."""
+        return np.unpackbits(self._valid_bits, axis=1, count=self.width).view(bool)
+
+    def add(self, r0: int, data: np.ndarray) -> None:
+        """The next strip of the raster as written: uint16 DN (bands, rows, W) starting at row ``r0``."""
+        self._valid_bits[r0:r0 + data.shape[1]] = np.packbits(raster_valid(data), axis=1)
+        for plan in self._plans:
+            part = data[list(plan.index)]
+            first = r0
+            if plan.name in self._carry:
+                first, waiting = self._carry.pop(plan.name)
+                part = np.concatenate([waiting, part], axis=1)
+            end = first + part.shape[1]
+            whole = part.shape[1] if end >= self.height else part.shape[1] // plan.factor * plan.factor
+            if whole < part.shape[1]:
+                self._carry[plan.name] = (first + whole, part[:, whole:].copy())
+            if whole:
+                refl, ok = block_mean(part[:, :whole], plan.factor)
+                b0 = first // plan.factor
+                given = self.inputs[plan.name]
+                given.reflectance[:, b0:b0 + refl.shape[1]] = refl
+                given.valid[b0:b0 + ok.shape[0]] = ok
+
+
 def run_models(
     options: MaskOptions,
     source: RasterSource,
@@ -210,39 +309,36 @@ def run_models(
     cancel: Optional[Callable[[], None]] = None,
     on_progress: Optional[Callable[[float, str], None]] = None,
     source_resolution: Optional[Mapping[str, float]] = None,
+    inputs: Optional[Mapping[str, ModelInput]] = None,
 ) -> list[ModelRun]:
-    """Run every model named in ``options`` once (a model serving both roles runs once), each at its
-    :func:`inference_resolution` (``source_resolution``: band -> metres of the source pixels)."""
-    wanted: dict[str, set[str]] = {}
-    for name in options.cloud_model:
-        wanted.setdefault(name, set()).add("cloud")
-    wanted.setdefault(options.shadow_model, set()).add("shadow")
+    """Run every model of :func:`plan_models` on its input: ``inputs[name]`` when given (gathered by a
+    :class:`StripFeed`), else block means of ``source`` read by strips."""
+    plans = plan_models(options, bands, grid, source_resolution)
     runs: list[ModelRun] = []
-    for k, (name, roles_set) in enumerate(wanted.items()):
-        card = get_card(name, "cloud" if "cloud" in roles_set else "shadow")
-        roles = tuple(r for r in ("cloud", "shadow") if r in roles_set)
-        index = card.check_bands(bands)
-        factor = inference_factor(card, grid, options.inference_resolution, source_resolution)
+    for k, plan in enumerate(plans):
+        card, factor = plan.card, plan.factor
         hi, wi = math.ceil(grid.height / factor), math.ceil(grid.width / factor)
-        probs = np.full((len(roles), hi, wi), np.nan, dtype=np.float32)
+        probs = np.full((len(plan.roles), hi, wi), np.nan, dtype=np.float32)
 
         def sink(r0: int, p: np.ndarray, probs: np.ndarray = probs) -> None:
             probs[:, r0:r0 + p.shape[1]] = p
 
-        def on_row(done: int, total: int, k: int = k, name: str = name) -> None:
+        def on_row(done: int, total: int, k: int = k, name: str = plan.name) -> None:
             if on_progress:
-                on_progress((k + done / total) / len(wanted), f"{name}: {done}/{total}")
+                on_progress((k + done / total) / len(plans), f"{name}: {done}/{total}")
 
-        session = get_session(card)
-        job = EngineJob(session, source_reader(card, source, index, factor), hi, wi, roles, sink)
+        given = (inputs or {}).get(plan.name)
+        reader = _input_reader(card, given) if given is not None else source_reader(card, source, list(plan.index),
+                                                                                    factor)
+        job = EngineJob(get_session(card), reader, hi, wi, plan.roles, sink)
         stats = run_model(job, EngineOptions(patch=options.patch_size, batch_size=options.batch_size,
                                              cancel=cancel, on_row=on_row))
-        log.info("%s at %g m on %s: %d patches, %d skipped", name, grid.resolution_m * factor, stats.engine,
+        log.info("%s at %g m on %s: %d patches, %d skipped", plan.name, grid.resolution_m * factor, stats.engine,
                  stats.patches, stats.skipped)
         warning = coarse_input_warning(card, source_resolution)
         if warning:
             log.warning("%s", warning)
-        runs.append(ModelRun(card, roles, factor, probs, stats, warning))
+        runs.append(ModelRun(card, plan.roles, factor, probs, stats, warning))
     return runs
 
 
@@ -343,6 +439,7 @@ def mask_acquisition(
     context: Optional[CloudContext] = None,
     source_resolution: Optional[Mapping[str, float]] = None,
     within: Optional[np.ndarray] = None,
+    inputs: Optional[Mapping[str, ModelInput]] = None,
 ) -> MaskResult:
     """Run the models, write the probabilities and the merged mask of one acquisition.
 
@@ -350,10 +447,13 @@ def mask_acquisition(
     given; the pipeline passes the one it already has from stacking. ``angles`` (the acquisition's
     sun and view angles) and ``context`` (the product's clouds around the grid) serve the shadow check;
     ``source_resolution`` (band -> metres of its source pixels) sets each model's inference resolution;
-    ``within`` (the AOI's pixels) limits the class fractions to the AOI.
+    ``within`` (the AOI's pixels) limits the class fractions to the AOI; ``inputs`` are model inputs
+    gathered while the raster was written (:class:`StripFeed`), so that nothing is read back.
     """
     runs = run_models(options, source, bands, grid, cancel=cancel, source_resolution=source_resolution,
-                      on_progress=(lambda f, m: on_progress(0.9 * f, m)) if on_progress else None)
+                      inputs=inputs, on_progress=(lambda f, m: on_progress(0.9 * f, m)) if on_progress else None)
+    if isinstance(inputs, dict):
+        inputs.clear()  # consumed: the models ran, their inputs' memory goes back before the merge
     if cancel:
         cancel()  # before any mask output is written
     known_valid = valid is not None

@@ -19,7 +19,7 @@ from rasterio.windows import Window
 from s2core.masks.registry import decision_for, model_bands
 from s2core.model.decision import Decision
 from s2core.masks.shadow_check import geometry_of
-from s2core.masks.stage import ArraySource, FileSource, MaskResult, mask_acquisition
+from s2core.masks.stage import ArraySource, FileSource, MaskResult, StripFeed, mask_acquisition, plan_models
 from s2core.model.bands import DESCRIPTIONS
 from s2core.model.classes import MASK_CLASSES, class_fractions
 from s2core.model.grid import Grid, aoi_pixels
@@ -28,7 +28,7 @@ from s2core.model.request import PreprocessRequest, valid_id
 from s2core.model.scene import Acquisition, Signer
 from s2core.progress import CancelToken, ProgressCallback, ProgressEvent, null_progress
 from s2core.runfolder.atomic import write_json
-from s2core.runfolder.layout import ITEM, PRODUCT_MASK, RASTER, RASTER_EXPORT, SCL, raster_valid
+from s2core.runfolder.layout import ITEM, PRODUCT_MASK, RASTER, RASTER_EXPORT, SCL
 from s2core.runfolder.manifest import AcquisitionRecord
 from s2core.runfolder.stac_items import acquisition_item
 from s2core.stack.context import read_cloud_context
@@ -82,9 +82,12 @@ def process_acquisition(
                                acquisition.id))
 
     aoi = aoi_pixels(request.aoi, grid)  # the statistics are the AOI's, not its bounding box's
+    source_res = source_resolutions(acquisition, model_bands(masks), sign) if masks is not None else None
+    # the masks stage's inputs are gathered from the strips as they are written: nothing is read back
+    feed = StripFeed(plan_models(masks, request.bands, grid, source_res), grid) if masks is not None else None
     stack, land_sea = _stack_and_write(request, acquisition, grid, folder / RASTER.file,
                                        _raster_meta(request, common), sign=sign, cancel=cancel, on_read=on_read,
-                                       on_write=on_write)
+                                       on_write=on_write, feed=feed)
     assets = _write_class_layers(stack, grid, folder, common)  # role -> file in the folder
     extra: dict[str, object] = {"s2core:valid_fraction": round(stack.valid_fraction, 6)}
     if land_sea is not None:
@@ -92,8 +95,9 @@ def process_acquisition(
         extra["s2core:land_sea_nodata_fraction"] = round(land_sea, 6)
     mask_result = None
     if masks is not None:
+        assert feed is not None
         mask_result = _run_masks(request, acquisition, grid, folder, stack, common, sign, cancel, progress,
-                                 (lo + (hi - lo) * (read_share + 0.05), hi), aoi)
+                                 (lo + (hi - lo) * (read_share + 0.05), hi), aoi, feed, source_res)
         assets.update(mask_result.outputs)
         extra["s2core:cloud_models"] = list(masks.cloud_model)
         extra["s2core:shadow_model"] = masks.shadow_model
@@ -198,10 +202,13 @@ def _run_masks(
     progress: ProgressCallback,
     span: tuple[float, float],
     aoi: Optional[np.ndarray],
+    feed: StripFeed,
+    source_res: Optional[dict[str, float]],
 ) -> MaskResult:
-    """The masks stage: from the in-memory stack, or streaming from the raster just written. The shadow
-    check gets the acquisition's angles and the product's clouds around the grid; each model's
-    inference resolution the pixel size of its bands' sources."""
+    """The masks stage: on the inputs the feed gathered from the strips, else from the in-memory stack or
+    streaming from the raster just written. The shadow check gets the acquisition's angles and the
+    product's clouds around the grid; each model's inference resolution the pixel size of its bands'
+    sources."""
     assert request.masks is not None
     lo, hi = span
     angles = acquisition.angles
@@ -210,15 +217,13 @@ def _run_masks(
     if request.masks.shadow_check != "off" and geometry is not None:
         context = read_cloud_context(request, acquisition, grid, geometry, request.masks.max_cloud_height,
                                      sign=sign, cancel=cancel)
-    source_res = source_resolutions(acquisition, model_bands(request.masks), sign)
 
     def on_progress(fraction: float, message: str) -> None:
         progress(ProgressEvent("masks", lo + (hi - lo) * fraction, f"{acquisition.date}: {message}", acquisition.id))
 
     check = cancel.raise_if_cancelled if cancel else None
-    # the stack has data in all bands or none; a stack written by strips is read back by the stage
-    valid = raster_valid(stack.data) if stack.data is not None else None
-    if request.masks.in_memory:
+    fed_all = all(plan.name in feed.inputs for plan in plan_models(request.masks, request.bands, grid, source_res))
+    if request.masks.in_memory and not fed_all:
         if stack.data is None:  # written by strips: the user asked for the whole raster in memory
             with rasterio.open(folder / RASTER.file) as ds:
                 stack.data = ds.read()
@@ -228,8 +233,8 @@ def _run_masks(
         source = FileSource(folder / RASTER.file)
     try:
         return mask_acquisition(request.masks, source, stack.product_mask, request.bands, grid, folder,
-                                tags=tags, cancel=check, on_progress=on_progress, valid=valid, angles=angles,
-                                context=context, source_resolution=source_res, within=aoi)
+                                tags=tags, cancel=check, on_progress=on_progress, valid=feed.valid, angles=angles,
+                                context=context, source_resolution=source_res, within=aoi, inputs=feed.inputs)
     finally:
         if isinstance(source, FileSource):
             source.close()
@@ -246,12 +251,14 @@ def _stack_and_write(
     cancel: Optional[CancelToken],
     on_read: Callable[[str, int, int], None],
     on_write: Callable[[], None],
+    feed: Optional[StripFeed] = None,
 ) -> tuple[StackResult, Optional[float]]:
     """Stack the acquisition and write its raster COG at ``path``, land/sea NoData applied.
 
     A stack larger than :data:`~s2core.stack.stacking.STACK_MEMORY` is read and written by strips of rows
     (:func:`~s2core.stack.stacking.strips`) and let go strip by strip, so memory stays near one strip;
-    the result then has ``data=None``. Returns the stack (whole-grid SCL and product mask) and
+    the result then has ``data=None``. Each strip as written also goes to ``feed`` (the masks stage's
+    inputs). Returns the stack (whole-grid SCL and product mask) and
     the fraction of the grid that land/sea masking set to NoData (None without it).
 
     Raises:
@@ -281,6 +288,8 @@ def _stack_and_write(
                     part.product_mask[hit] = 0  # nodata in the raster is nodata in the mask
                     blanked += int(hit.sum())
                 dst.write(part.data, window=Window(0, r0, grid.width, r1 - r0))
+                if feed is not None:
+                    feed.add(r0, part.data)
                 if whole:
                     data, scl, mask = part.data, part.scl, part.product_mask
                 else:

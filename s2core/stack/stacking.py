@@ -248,13 +248,32 @@ def stack_strips(
     all strips together.
     """
     cache = BlockRowCache() if len(rows) > 1 else None
-    for k, (r0, r1) in enumerate(rows):
-        def strip_read(label: str, done: int, total: int, k: int = k) -> None:
+
+    def read_strip(k: int) -> StackResult:
+        def strip_read(label: str, done: int, total: int) -> None:
             if on_read is not None:
                 on_read(label, k * total + done, len(rows) * total)
 
-        yield r0, stack_acquisition(request, acquisition, grid.rows(r0, r1), sign=sign, cancel=cancel,
-                                    on_read=strip_read, cache=cache)
+        r0, r1 = rows[k]
+        return stack_acquisition(request, acquisition, grid.rows(r0, r1), sign=sign, cancel=cancel,
+                                 on_read=strip_read, cache=cache)
+
+    if len(rows) == 1:
+        yield rows[0][0], read_strip(0)
+        return
+    # the next strip is read while the caller writes this one (its writes wait on the disk, not the CPU)
+    ahead = ThreadPoolExecutor(max_workers=1, thread_name_prefix="s2strip")
+    try:
+        nxt = ahead.submit(read_strip, 0)
+        for k in range(len(rows)):
+            part = nxt.result()
+            nxt = ahead.submit(read_strip, k + 1) if k + 1 < len(rows) else None
+            yield rows[k][0], part
+            del part
+    finally:
+        if nxt is not None:
+            nxt.cancel()
+        ahead.shutdown(wait=True)
 
 
 def _scene_mask(scene: Scene, results: dict, i: int, grid: Grid, valid: Optional[np.ndarray]) -> np.ndarray:

@@ -227,7 +227,8 @@ def cog_strip_writer(path: Path, grid: Grid, count: int, dtype: str, **meta: Any
     pyramid: Optional[Pyramid] = None
     vrt = scratch.with_suffix(".vrt")
     try:
-        pyramid = Pyramid(path, grid.width, grid.height, count, dtype, info.nodata, info.overview_resampling)
+        pyramid = Pyramid(path, grid.width, grid.height, count, dtype, info.nodata, info.overview_resampling,
+                          grid.rio_crs, grid.transform)
         # band-interleaved: the COG copy then reads each band's blocks on their own (1.8x faster than
         # pixel-interleaved blocks of 12 bands through a 256 MB block cache)
         with rasterio.open(scratch, "w", **_profile(grid, count, dtype, info.nodata), BIGTIFF="IF_SAFER",

@@ -18,8 +18,10 @@ from pathlib import Path
 from typing import Any, Optional
 
 import cv2
+from affine import Affine
 import numpy as np
 import rasterio
+from rasterio.shutil import copy as rio_copy
 from rasterio.windows import Window
 
 from s2core.runfolder.atomic import tmp_path
@@ -73,7 +75,7 @@ class Pyramid:
     """
 
     def __init__(self, dest: Path, width: int, height: int, count: int, dtype: str, nodata: Optional[float],
-                 resampling: str) -> None:
+                 resampling: str, crs: Any = None, transform: Optional[Affine] = None) -> None:
         self.resampling, self.nodata = resampling, nodata
         self.sizes = overview_sizes(width, height)
         self.heights = [height] + [h for _, h in self.sizes]
@@ -85,8 +87,10 @@ class Pyramid:
             for k, (w, h) in enumerate(self.sizes, start=1):
                 path = tmp_path(dest.with_name(f"{dest.stem}.ovr{k}.tif"))
                 self.paths.append(path)
+                geo = {} if transform is None else {
+                    "crs": crs, "transform": transform * Affine.scale(width / w, height / h)}
                 self.files.append(rasterio.open(
-                    path, "w", driver="GTiff", width=w, height=h, count=count, dtype=dtype, nodata=nodata,
+                    path, "w", driver="GTiff", width=w, height=h, count=count, dtype=dtype, nodata=nodata, **geo,
                     tiled=True, blockxsize=BLOCK, blockysize=BLOCK, interleave="band", BIGTIFF="IF_SAFER"))
         except BaseException:
             self.discard()
@@ -132,8 +136,6 @@ class Pyramid:
 
 def with_overviews(base: Path, levels: list[Path], vrt: Path) -> Path:
     """A VRT of ``base`` (every band, its metadata) with ``levels`` as each band's overviews."""
-    from rasterio.shutil import copy as rio_copy
-
     rio_copy(str(base), str(vrt), driver="VRT")
     tree = ET.parse(vrt)
     for band in tree.getroot().iter("VRTRasterBand"):
