@@ -55,7 +55,7 @@ def bench_ukis() -> None:
 
     print("ukis-csmask-6b-l2a: s2core.masks.predict vs ukis_csmask.CSmask (best of 3, same input, same ONNX file)")
     print(f"{'input':>22} {'ours s':>8} {'CSmask s':>9} {'ours MP/s':>10} {'CSmask MP/s':>12} {'speed-up':>9} "
-          f"{'agree':>7} {'patches':>8}")
+          f"{'agree':>7} {'patches':>8}  engine")
     full = rkh(1098)
     cases = [("29RKH 100 m 1024²", full[:, :1024, :1024]), ("29RKH 100 m 1098²", full), ("29RKH 200 m 549²", rkh(549))]
     predict(cases[-1][1][:, :256, :256], SIX, "ukis-csmask-6b-l2a")  # session created once, as in a run
@@ -67,10 +67,56 @@ def bench_ukis() -> None:
         ours = np.argmax(np.stack([1 - res.cloud_prob - res.shadow_prob, res.cloud_prob, res.shadow_prob]), 0)
         agree = float((ours == peer.csm[..., 0]).mean())
         print(f"{label:>22} {t_ours:8.2f} {t_peer:9.2f} {mp / t_ours:10.2f} {mp / t_peer:12.2f} "
-              f"{t_peer / t_ours:8.2f}x {agree:7.1%} {res.stats[0].patches:8d}")
+              f"{t_peer / t_ours:8.2f}x {agree:7.1%} {res.stats[0].patches:8d}  {res.stats[0].engine}")
     print("CSmask runs 256² tiles at 20 % overlap plus a full extra row and column of tiles; s2core lays out the")
     print("fewest 256² patches with >= 32 px overlap, skips empty ones and blends with a linear ramp.")
+    _engines(cases[0][1])
     _csmask_ceiling(cases[0][1])
+    _self_agreement(full)
+
+
+def _classes(res) -> np.ndarray:  # noqa: ANN001
+    return np.argmax(np.stack([1 - res.cloud_prob - res.shadow_prob, res.cloud_prob, res.shadow_prob]), 0)
+
+
+def _engines(img: np.ndarray) -> None:
+    """Our predict on each engine: time, and how far OpenVINO's bf16 moves the classes from ONNX Runtime."""
+    import os
+
+    from s2core import predict
+    from s2core.masks.engine import openvino_available
+
+    t_ort, ort = best_of(lambda: predict(img, SIX, "ukis-csmask-6b-l2a", engine="onnxruntime"))
+    line = f"engines on {img.shape[1]}x{img.shape[2]}: onnxruntime fp32 {t_ort:.2f} s"
+    if openvino_available():
+        for precision in ("fp32", "bf16"):
+            os.environ["S2CORE_PRECISION"] = precision
+            try:
+                t_ov, ov = best_of(lambda: predict(img, SIX, "ukis-csmask-6b-l2a", engine="openvino"))
+            finally:
+                os.environ.pop("S2CORE_PRECISION", None)
+            agree = float((_classes(ov) == _classes(ort)).mean())
+            line += (f"; {ov.stats[0].engine} {t_ov:.2f} s ({t_ort / t_ov:.2f}x, classes as onnxruntime's on "
+                     f"{agree:.2%}, max |dp| {np.abs(ov.cloud_prob - ort.cloud_prob).max():.3f})")
+    print(line)
+
+
+def _self_agreement(full: np.ndarray) -> None:
+    """CSmask against itself when its tiles shift by 8 … 128 px: how much the layout alone changes the classes
+    (the bar for "the same answer" from any other layout)."""
+    from ukis_csmask.mask import CSmask
+
+    hwc = np.ascontiguousarray(np.moveaxis(full, 0, -1))
+    size = 1098 - 128
+    base = CSmask(hwc[:size + 128, :size + 128].copy(), UKIS, product_level="l2a").csm[..., 0]
+    shown = []
+    for shift in (8, 16, 32, 51, 64, 102, 128):
+        moved = CSmask(np.ascontiguousarray(hwc[shift:shift + size, shift:shift + size]).copy(), UKIS,
+                       product_level="l2a").csm[..., 0]
+        shown.append((shift, float((moved == base[shift:shift + size, shift:shift + size]).mean())))
+    values = [a for _, a in shown]
+    print("CSmask against itself with its tiles shifted: " + ", ".join(f"{s} px {a:.1%}" for s, a in shown)
+          + f" (median {float(np.median(values)):.1%}, range {min(values):.1%}-{max(values):.1%})")
 
 
 def _csmask_ceiling(img: np.ndarray) -> None:

@@ -21,6 +21,7 @@ import importlib.util
 import logging
 import math
 import threading
+import time
 from dataclasses import dataclass
 from typing import Callable, Optional, Protocol
 
@@ -429,6 +430,7 @@ class EngineStats:
     skipped: int = 0
     pixels_run: int = 0
     engine: str = ""
+    engine_seconds: float = 0.0  # time the caller waited on the engine (submitting and collecting)
 
 
 @dataclass
@@ -538,7 +540,9 @@ def run_patches(job: EngineJob, opts: EngineOptions) -> EngineStats:
     flight: list[_Row] = []
 
     def finish(row: _Row) -> None:
+        t = time.perf_counter()
         outputs = row.collect()
+        stats.engine_seconds += time.perf_counter() - t
         for cols, raw in zip(row.chunks, outputs):
             blender.add(row, list(zip(cols, decode_output(card, raw, job.roles))))
             stats.patches += len(cols)
@@ -557,7 +561,9 @@ def run_patches(job: EngineJob, opts: EngineOptions) -> EngineStats:
         chunks = [cols[b:b + opts.batch_size] for b in range(0, len(cols), opts.batch_size)]
         batches = [np.stack([_pad_to(x_rows[:, :, lay.xs[c]:lay.xs[c] + lay.size], lay.size, lay.size)
                              for c in chunk]) for chunk in chunks]
+        t = time.perf_counter()
         flight.append(_Row(index, y0, y1, valid_rows, chunks, runner.submit(batches)))
+        stats.engine_seconds += time.perf_counter() - t
         if len(flight) >= PIPELINE_ROWS:
             finish(flight.pop(0))
     for row in flight:
@@ -578,7 +584,9 @@ def run_pixels(job: EngineJob, opts: EngineOptions, rows_per_chunk: Optional[int
         out = np.full((len(job.roles), r1 - r0, job.width), np.nan, dtype=np.float32)
         if valid.any():
             pixels = np.ascontiguousarray(x[:, valid].T)
+            t = time.perf_counter()
             raw = job.session.run(pixels)
+            stats.engine_seconds += time.perf_counter() - t
             probs = decode_output(job.session.card, raw, job.roles)  # (n, k)
             out[:, valid] = probs.T
             stats.pixels_run += pixels.shape[0]

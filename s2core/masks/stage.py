@@ -403,6 +403,7 @@ class MaskResult:
     models: dict[str, dict[str, object]]
     merge: dict[str, object] = field(default_factory=dict)
     warnings: list[str] = field(default_factory=list)
+    engine_seconds: dict[str, float] = field(default_factory=dict)  # per model: waited on the engine (not recorded)
 
 
 def _bounded_gdal_cache(fn: Callable[..., MaskResult]) -> Callable[..., MaskResult]:
@@ -515,4 +516,5 @@ def mask_acquisition(
     warnings = [run.warning for run in runs if run.warning] + ([check.warning] if check.warning else [])
     if on_progress:
         on_progress(1.0, "masks written")
-    return MaskResult(outputs, class_fractions(merged, within), models, merge, warnings)
+    return MaskResult(outputs, class_fractions(merged, within), models, merge, warnings,
+                      {run.card.name: run.stats.engine_seconds for run in runs})
