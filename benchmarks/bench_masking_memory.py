@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import json
 import resource
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -32,6 +33,7 @@ from tests.conftest import RKH  # noqa: E402
 
 BANDS = ("B01", "B02", "B03", "B04", "B05", "B06", "B07", "B08", "B8A", "B09", "B11", "B12")
 SIZE = 10980
+REPEAT = 2
 
 
 def build_raster(path: Path) -> None:
@@ -101,13 +103,18 @@ def main() -> int:
           f"in {time.perf_counter() - t:.0f} s")
     results = {}
     for key, in_memory, check in (("stream", False, "filter"), ("mem", True, "filter"), ("nocheck", False, "off")):
-        out = work / key
-        proc = subprocess.run([sys.executable, "-c", CHILD, str(ROOT), str(raster), str(out), str(int(in_memory)),
-                               ",".join(BANDS), check], capture_output=True, text=True)
-        if proc.returncode != 0:
-            print(proc.stderr[-2000:])
-            return 1
-        results[key] = r = json.loads(proc.stdout.strip().splitlines()[-1])
+        runs = []
+        for attempt in range(REPEAT):  # best of REPEAT fresh processes: this 2-core machine's timings vary by ±20 %
+            out = work / key
+            if out.exists():
+                shutil.rmtree(out)
+            proc = subprocess.run([sys.executable, "-c", CHILD, str(ROOT), str(raster), str(out),
+                                   str(int(in_memory)), ",".join(BANDS), check], capture_output=True, text=True)
+            if proc.returncode != 0:
+                print(proc.stderr[-2000:])
+                return 1
+            runs.append(json.loads(proc.stdout.strip().splitlines()[-1]))
+        results[key] = r = min(runs, key=lambda x: x["seconds"])
         m = r["models"]["ukis-csmask-6b-l2a"]
         loaded = f" (+ {r['load_seconds']:.0f} s loading the raster)" if in_memory else ""
         print(f"in_memory={str(in_memory):5} shadow_check={check:6}  peak RSS {r['peak_rss_gb']:.2f} GB  "
@@ -129,8 +136,6 @@ def main() -> int:
           f"dropped; adds {added:+.1%} time (target <= 5 %: {'met' if added <= 0.05 else 'NOT met'}) and "
           f"{off['peak_rss_gb'] - plain['peak_rss_gb']:+.2f} GB peak memory")
     if not keep:
-        import shutil
-
         shutil.rmtree(work)
     _ = resource  # imported for readers: the child measures itself with resource.getrusage
     return 0

@@ -23,6 +23,7 @@ full-size part writes ~1 GB of COGs into a temporary folder and takes a few minu
 from __future__ import annotations
 
 import json
+import subprocess
 import sys
 import tempfile
 import time
@@ -156,11 +157,21 @@ def _physical_limit(path: Path, bounds: tuple[float, float, float, float]) -> tu
     return first + data, len(tiles)
 
 
+FULL_CHILD = """
+import json, sys
+sys.path.insert(0, sys.argv[1])
+from s2core import make_request, preprocess
+req = make_request(aoi=sys.argv[2], start="2023-08-15", end="2023-08-15", catalog=sys.argv[3], bands=sys.argv[5],
+                   out_dir=sys.argv[4], crs="EPSG:32633")
+manifest = preprocess(req)
+assert manifest.status == "completed", manifest.status
+print(json.dumps(manifest.grid))
+"""
+
+
 def full_size(work: Path) -> None:
     """Windowed reads on full-size COGs for AOIs of 1, 25 and 400 km² against the physical limit."""
     from pyproj import Transformer
-
-    from s2core import make_request, preprocess
 
     src_dir = next(p.parent for item, p in mapchete_items() if item["id"] == FULL_ITEM)
     root = work / "full"
@@ -172,6 +183,8 @@ def full_size(work: Path) -> None:
           f"{whole / 1e6:.0f} MB, built in {time.perf_counter() - t0:.0f} s")
     to_ll = Transformer.from_crs("EPSG:32633", "EPSG:4326", always_xy=True)
     cx, cy = 554880 + 1234, 5145120 - 777  # inside the tile, off its internal-tile grid
+    # each AOI in its own part of the tile: no internal tile is shared between them
+    centres = {1000: (cx - 30000, cy + 30000), 5000: (cx + 30000, cy + 30000), 20000: (cx, cy - 20000)}
     print(f"{'AOI':>10}{'ours MB':>10}{'requests':>10}{'limit MB':>10}{'tiles':>7}{'ours/limit':>12}"
           f"{'whole MB':>10}{'whole/ours':>12}{'wall s':>8}")
     with AssetServer(root) as server:
@@ -179,18 +192,22 @@ def full_size(work: Path) -> None:
         catalog = work / "full_items.json"
         catalog.write_text(json.dumps({"type": "FeatureCollection", "features": features}))
         for side in (1000, 5000, 20000):
-            x0, y0 = cx - side / 2, cy - side / 2
+            x0, y0 = centres[side][0] - side / 2, centres[side][1] - side / 2
             corners = [to_ll.transform(x, y) for x, y in ((x0, y0), (x0 + side, y0), (x0 + side, y0 + side),
                                                            (x0, y0 + side))]
             aoi = "POLYGON((" + ", ".join(f"{lon} {lat}" for lon, lat in corners + corners[:1]) + "))"
-            req = make_request(aoi=aoi, start="2023-08-15", end="2023-08-15", catalog=str(catalog),
-                               bands=",".join(LOCAL_BANDS), out_dir=work / "runs_full", crs="EPSG:32633")
             server.counter.reset()
             t = time.perf_counter()
-            manifest = preprocess(req)
+            # a fresh process per AOI: GDAL's own block cache would otherwise serve one AOI from another's reads
+            done = subprocess.run([sys.executable, "-c", FULL_CHILD, str(ROOT), aoi, str(catalog),
+                                   str(work / "runs_full"), ",".join(LOCAL_BANDS)], capture_output=True, text=True)
             wall = time.perf_counter() - t
+            if done.returncode != 0:
+                print(done.stderr[-2000:])
+                return
+            grid = json.loads(done.stdout.strip().splitlines()[-1])
             ours, requests_n = server.counter.bytes_sent, server.counter.requests
-            bounds = tuple(manifest.grid["bounds"])  # the output grid: what a reader must cover
+            bounds = tuple(grid["bounds"])  # the output grid: what a reader must cover
             limit, tiles = map(sum, zip(*(_physical_limit(p, bounds) for p in files.values())))
             label = f"{side / 1000:g}x{side / 1000:g} km"
             print(f"{label:>10}{ours / 1e6:>10.2f}{requests_n:>10}{limit / 1e6:>10.2f}{tiles:>7}"

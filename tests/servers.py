@@ -47,10 +47,12 @@ class _Counter:
         self.bytes_sent = 0
         self.requests = 0
         self.ranged = 0
+        self.log: list[tuple[str, str]] = []  # (path, Range header) of each request
 
     def reset(self) -> None:
         with self.lock:
             self.bytes_sent = self.requests = self.ranged = 0
+            self.log = []
 
 
 class _ThreadedUvicorn:
@@ -127,6 +129,8 @@ class AssetServer(_ThreadedUvicorn):
             headers = dict(scope.get("headers") or [])
             with counter.lock:
                 counter.requests += 1
+                counter.log.append((f"{scope.get('method', '')} {scope.get('path', '')}",
+                                    headers.get(b"range", b"").decode("latin-1")))
                 if b"range" in headers:
                     counter.ranged += 1
 
