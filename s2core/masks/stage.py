@@ -111,15 +111,17 @@ def _block_sum(a: np.ndarray, factor: int, dtype: type) -> np.ndarray:
 
 
 def block_mean(dn: np.ndarray, factor: int) -> tuple[np.ndarray, np.ndarray]:
-    """Average uint16 DN (B, h, W) over ``factor`` × ``factor`` blocks of valid pixels.
+    """Average uint16 DN (B, h, W) over ``factor`` × ``factor`` blocks of valid pixels, to the nearest DN.
 
-    Returns reflectance float32 (B, ceil(h/f), ceil(W/f)) and the blocks with any valid pixel.
-    A pixel is valid when every band is non-zero (the stacking writes all bands or none). Sums are
-    exact (integers); blocks past the edge use the pixels they have.
+    Returns the mean DN, uint16 (B, ceil(h/f), ceil(W/f)) (0 where a block has no valid pixel; the
+    rounding, half a DN = 0.00005 reflectance, is below the data's own quantum, as SNAP's mean
+    downsampling of integer rasters), and the blocks with any valid pixel. A pixel is valid when
+    every band is non-zero (the stacking writes all bands or none). Sums are exact integers; blocks
+    past the edge use the pixels they have.
     """
     valid = (dn != 0).all(axis=0)
     if factor == 1:
-        return dn.astype(np.float32) / np.float32(10000.0), valid
+        return dn, valid
     if not valid.all():
         dn = dn * valid  # a pixel missing in one band counts in none
     b, h, w = dn.shape
@@ -127,14 +129,16 @@ def block_mean(dn: np.ndarray, factor: int) -> tuple[np.ndarray, np.ndarray]:
     if ph or pw:
         dn = np.pad(dn, ((0, 0), (0, ph), (0, pw)))
         valid = np.pad(valid, ((0, ph), (0, pw)))
-    count = _block_sum(valid.view(np.uint8), factor, np.uint16)
+    count = _block_sum(valid.view(np.uint8), factor, np.uint32)
     total = _block_sum(dn, factor, np.uint32)
-    ok = count > 0
-    with np.errstate(divide="ignore"):
-        scale = np.where(ok, np.float32(1e-4) / count.astype(np.float32), np.float32(0.0))
-    out = total.astype(np.float32)
-    out *= scale
-    return out, ok
+    total += count // 2
+    total //= np.maximum(count, 1)
+    return total.astype(np.uint16), count > 0
+
+
+def reflectance(mean_dn: np.ndarray) -> np.ndarray:
+    """uint16 DN (reflectance × 10000) → float32 reflectance."""
+    return mean_dn.astype(np.float32) * np.float32(1e-4)
 
 
 #: A model whose input pixels are more than this many times its native resolution is outside the scale it
@@ -180,8 +184,8 @@ def source_reader(card: ModelCard, source: RasterSource, band_index: list[int], 
 
     def read(r0: int, r1: int) -> tuple[np.ndarray, np.ndarray]:
         s0, s1 = r0 * factor, min(source.height, r1 * factor)
-        refl, valid = block_mean(source.rows(s0, s1, band_index), factor)
-        x = prepare_input(card, refl)
+        mean_dn, valid = block_mean(source.rows(s0, s1, band_index), factor)
+        x = prepare_input(card, reflectance(mean_dn))
         if not valid.all():
             x = np.where(valid[None], x, np.float32(0.0))
         return np.ascontiguousarray(x, dtype=np.float32), valid
@@ -231,17 +235,17 @@ def plan_models(options: MaskOptions, bands: tuple[str, ...], grid: Grid,
 
 @dataclass
 class ModelInput:
-    """A model's input at its inference grid, gathered before the stage runs: reflectance float32
-    (C, Hi, Wi) and the blocks with data (Hi, Wi)."""
+    """A model's input at its inference grid, gathered before the stage runs: the block means as uint16
+    DN (C, Hi, Wi) (:func:`block_mean`) and the blocks with data (Hi, Wi)."""
 
-    reflectance: np.ndarray
+    mean_dn: np.ndarray
     valid: np.ndarray
 
 
 def _input_reader(card: ModelCard, given: ModelInput) -> RowReader:
     def read(r0: int, r1: int) -> tuple[np.ndarray, np.ndarray]:
         valid = given.valid[r0:r1]
-        x = prepare_input(card, given.reflectance[:, r0:r1])
+        x = prepare_input(card, reflectance(given.mean_dn[:, r0:r1]))
         if not valid.all():
             x = np.where(valid[None], x, np.float32(0.0))
         return np.ascontiguousarray(x, dtype=np.float32), valid
@@ -250,7 +254,7 @@ def _input_reader(card: ModelCard, given: ModelInput) -> RowReader:
 
 
 #: The strip feed gathers a model's input only when it takes at most this many bytes (the U-Nets at
-#: 30 m from a 10 m tile: 0.3 GB); larger inputs (a 10 m model on a whole tile) are read back by strips.
+#: 30 m from a 10 m tile: 0.16 GB); larger inputs (a 10 m model on a whole tile) are read back by strips.
 FEED_MAX_BYTES = 1_000_000_000
 
 
@@ -267,8 +271,8 @@ class StripFeed:
         self._plans = []
         for plan in plans:
             hi, wi = math.ceil(grid.height / plan.factor), math.ceil(grid.width / plan.factor)
-            if len(plan.index) * hi * wi * 4 <= FEED_MAX_BYTES:
-                self.inputs[plan.name] = ModelInput(np.zeros((len(plan.index), hi, wi), dtype=np.float32),
+            if len(plan.index) * hi * wi * 2 <= FEED_MAX_BYTES:
+                self.inputs[plan.name] = ModelInput(np.zeros((len(plan.index), hi, wi), dtype=np.uint16),
                                                     np.zeros((hi, wi), dtype=bool))
                 self._plans.append(plan)
         self._carry: dict[str, tuple[int, np.ndarray]] = {}  # rows not yet a whole block: (first row, DN)
@@ -293,10 +297,10 @@ class StripFeed:
             if whole < part.shape[1]:
                 self._carry[plan.name] = (first + whole, part[:, whole:].copy())
             if whole:
-                refl, ok = block_mean(part[:, :whole], plan.factor)
+                mean_dn, ok = block_mean(part[:, :whole], plan.factor)
                 b0 = first // plan.factor
                 given = self.inputs[plan.name]
-                given.reflectance[:, b0:b0 + refl.shape[1]] = refl
+                given.mean_dn[:, b0:b0 + mean_dn.shape[1]] = mean_dn
                 given.valid[b0:b0 + ok.shape[0]] = ok
 
 

@@ -21,7 +21,6 @@ from rasterio.windows import Window
 from rasterio.shutil import copy as rio_copy
 
 from s2core.errors import DiskFull, OutputWriteError
-from s2core.read.gdal_mem import open_array
 from s2core.runfolder.atomic import tmp_path
 from s2core.write.overviews import Pyramid, with_overviews
 from s2core.model.grid import Grid
@@ -160,19 +159,12 @@ def _mb(n: Optional[int]) -> str:
 def write_cog(path: Path, data: np.ndarray, grid: Grid, **meta: Any) -> Path:
     """Write ``data`` ((bands, H, W) or (H, W)) as a deflate-compressed COG, atomically.
 
-    Keyword arguments are the fields of :class:`RasterMeta` (nodata, descriptions, scales, …).
+    Keyword arguments are the fields of :class:`RasterMeta` (nodata, descriptions, scales, …). The
+    array goes through :func:`cog_strip_writer` as one strip (its overviews built with NumPy).
     """
-    info = RasterMeta(**meta)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    arr = np.ascontiguousarray(data)
-    ds = open_array(arr, "r+")  # GDAL reads the array where it is and writes the COG
-    with ds:
-        ds.crs = grid.rio_crs
-        ds.transform = grid.transform
-        if info.nodata is not None:
-            ds.nodata = info.nodata
-        _apply_meta(ds, info)
-        _copy_to_cog(ds, path, arr.dtype.name, info)
+    arr = data if data.ndim == 3 else data[None]
+    with cog_strip_writer(path, grid, arr.shape[0], arr.dtype.name, **meta) as dst:
+        dst.write(arr, window=Window(0, 0, grid.width, grid.height))
     return path
 
 
@@ -227,8 +219,9 @@ def cog_strip_writer(path: Path, grid: Grid, count: int, dtype: str, **meta: Any
     pyramid: Optional[Pyramid] = None
     vrt = scratch.with_suffix(".vrt")
     try:
-        pyramid = Pyramid(path, grid.width, grid.height, count, dtype, info.nodata, info.overview_resampling,
-                          grid.rio_crs, grid.transform)
+        if np.dtype(dtype).kind in "ui":  # integer rasters: overviews from the strips; others: GDAL's pass
+            pyramid = Pyramid(path, grid.width, grid.height, count, dtype, info.nodata, info.overview_resampling,
+                              grid.rio_crs, grid.transform)
         # band-interleaved: the COG copy then reads each band's blocks on their own (1.8x faster than
         # pixel-interleaved blocks of 12 bands through a 256 MB block cache)
         with rasterio.open(scratch, "w", **_profile(grid, count, dtype, info.nodata), BIGTIFF="IF_SAFER",
