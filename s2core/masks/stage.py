@@ -268,6 +268,7 @@ class StripFeed:
         self._valid_bits = np.zeros((grid.height, (grid.width + 7) // 8), dtype=np.uint8)  # 1/8 of a bool grid
         self.width = grid.width
         self.inputs: dict[str, ModelInput] = {}
+        self.plans = plans
         self._plans = []
         for plan in plans:
             hi, wi = math.ceil(grid.height / plan.factor), math.ceil(grid.width / plan.factor)
@@ -277,6 +278,11 @@ class StripFeed:
                 self._plans.append(plan)
         self._carry: dict[str, tuple[int, np.ndarray]] = {}  # rows not yet a whole block: (first row, DN)
         self.height = grid.height
+
+    @property
+    def complete(self) -> bool:
+        """Whether every planned model's input is gathered (else some are read back from the raster)."""
+        return all(plan.name in self.inputs for plan in self.plans)
 
     @property
     def valid(self) -> np.ndarray:

@@ -222,8 +222,7 @@ def _run_masks(
         progress(ProgressEvent("masks", lo + (hi - lo) * fraction, f"{acquisition.date}: {message}", acquisition.id))
 
     check = cancel.raise_if_cancelled if cancel else None
-    fed_all = all(plan.name in feed.inputs for plan in plan_models(request.masks, request.bands, grid, source_res))
-    if request.masks.in_memory and not fed_all:
+    if request.masks.in_memory and not feed.complete:
         if stack.data is None:  # written by strips: the user asked for the whole raster in memory
             with rasterio.open(folder / RASTER.file) as ds:
                 stack.data = ds.read()

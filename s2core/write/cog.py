@@ -217,7 +217,7 @@ def cog_strip_writer(path: Path, grid: Grid, count: int, dtype: str, **meta: Any
     path.parent.mkdir(parents=True, exist_ok=True)
     scratch = tmp_path(path.with_name(path.stem + ".strips.tif"))
     pyramid: Optional[Pyramid] = None
-    vrt = scratch.with_suffix(".vrt")
+    vrt = tmp_path(path.with_name(path.stem + ".overviews.vrt"))  # a .part name too: swept if killed
     try:
         if np.dtype(dtype).kind in "ui":  # integer rasters: overviews from the strips; others: GDAL's pass
             pyramid = Pyramid(path, grid.width, grid.height, count, dtype, info.nodata, info.overview_resampling,
