@@ -20,7 +20,7 @@ product mask), 8 concurrent clients asking random tiles of the run at each zoom 
 zoom and how many were refused (tiles far below the native zoom are refused at once, with a 404). Targets
 (issue 16): every tile within 1 s at every zoom, p95 within 100 ms at zoom 10 and above.
 
-Run: ``python benchmarks/bench_tiles.py`` or ``python benchmarks/bench_tiles.py --sweep``
+Run: ``python benchmarks/bench_tiles.py`` or ``python benchmarks/bench_tiles.py --sweep [--workdir DIR]``
 """
 
 from __future__ import annotations
@@ -158,16 +158,17 @@ WHOLE_TILE = "POLYGON((15.03 45.98, 16.40 45.98, 16.40 46.93, 15.03 46.93, 15.03
 SWEEP_ZOOMS, SWEEP_TILES = tuple(range(0, 17)), 12  # per client and zoom
 
 
-def sweep() -> None:
-    """p50 / p95 / max per zoom on a whole-tile 10 m run, 8 concurrent clients."""
+def sweep(workdir: str | None = None) -> None:
+    """p50 / p95 / max per zoom on a whole-tile 10 m run, 8 concurrent clients (``workdir``: keep the run
+    there and reuse it on the next call)."""
     from s2core import make_request, preprocess
 
-    work = Path(tempfile.mkdtemp(prefix="bench-tiles-sweep-"))
+    work = Path(workdir) if workdir else Path(tempfile.mkdtemp(prefix="bench-tiles-sweep-"))
     t = time.perf_counter()
     req = make_request(aoi=WHOLE_TILE, start="2023-08-18", end="2023-08-18", catalog=str(MAPCHETE_CATALOG),
                        bands="B02,B03,B04,B08", resolution=10, out_dir=work, run_id="whole", max_aoi_km2=20_000,
                        max_tiles_per_time=1, min_tile_cover=0.5)
-    manifest = preprocess(req)
+    manifest = preprocess(req)  # the same command again resumes: a completed run is kept as it is
     acq = manifest.acquisitions[0]
     print(f"whole-tile run written in {time.perf_counter() - t:.0f} s: {manifest.grid['width']} x "
           f"{manifest.grid['height']} px")
@@ -214,4 +215,7 @@ def sweep() -> None:
 
 
 if __name__ == "__main__":
-    sweep() if "--sweep" in sys.argv else main()
+    if "--sweep" in sys.argv:
+        sweep(sys.argv[sys.argv.index("--workdir") + 1] if "--workdir" in sys.argv else None)
+    else:
+        main()

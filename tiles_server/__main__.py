@@ -26,6 +26,9 @@ def _parser() -> argparse.ArgumentParser:
                         f"(default: {', '.join(DEFAULT_CORS_ORIGINS)})")
     p.add_argument("--cache-mb", default=512, type=int,
                    help="GDAL block cache in MB shared by all requests (default 512; env GDAL_CACHEMAX wins)")
+    p.add_argument("--tile-slots", default=None, type=int, metavar="N",
+                   help="tiles drawn at once; the others wait, and are dropped if their client leaves meanwhile "
+                        "(default: one per core, at least 2)")
     p.add_argument("--log-level", default="info", choices=["critical", "error", "warning", "info", "debug"])
     return p
 
@@ -54,9 +57,12 @@ def main(argv: Optional[list[str]] = None) -> int:
     if problem:
         parser.exit(2, f"tiles_server: error: cannot listen on {args.host}:{args.port} ({problem}); "
                        "choose another --port or stop the process using it\n")
+    if args.tile_slots is not None and not 1 <= args.tile_slots <= 256:
+        parser.exit(2, f"tiles_server: error: --tile-slots {args.tile_slots}: give a number from 1 to 256\n")
     os.environ.setdefault("GDAL_CACHEMAX", str(args.cache_mb))  # process-wide block cache, read once by GDAL
     logging.basicConfig(level=args.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    settings = ServerSettings(root=root, cors_origins=tuple(args.cors_origins or DEFAULT_CORS_ORIGINS))
+    settings = ServerSettings(root=root, cors_origins=tuple(args.cors_origins or DEFAULT_CORS_ORIGINS),
+                              tile_slots=args.tile_slots)
     uvicorn.run(create_app(settings), host=args.host, port=args.port, log_level=args.log_level)
     return 0
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import logging
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Optional
 
 import rasterio
 import rio_tiler
@@ -14,8 +14,10 @@ from fastapi import Depends, FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from rasterio.errors import RasterioError
 from rio_tiler.errors import TileOutsideBounds
+from starlette.datastructures import QueryParams
 from starlette.middleware.cors import CORSMiddleware
 from starlette.responses import JSONResponse
+from starlette.types import ASGIApp, Receive, Scope, Send
 from titiler.core.errors import BadRequestError, add_exception_handlers
 from titiler.core.factory import ColorMapFactory
 
@@ -23,6 +25,7 @@ import s2core
 from s2core.runfolder.lifecycle import effective_status
 from s2core.runfolder.stats import mask_agreement as stats_agreement
 from tiles_server.factory import RunLayerTilerFactory, store_of
+from tiles_server.gate import TileGate
 from tiles_server.layers import LAYERS
 from tiles_server.store import NotFound, RunEntry, RunStore
 
@@ -39,6 +42,7 @@ class ServerSettings:
     root: Path
     cors_origins: tuple[str, ...] = DEFAULT_CORS_ORIGINS
     stats_max_size: int = 1024
+    tile_slots: Optional[int] = None  # tiles drawn at once (default: one per core, at least 2)
 
 
 def _run_doc(entry: RunEntry) -> dict[str, Any]:
@@ -80,6 +84,27 @@ STATUS_CODES: dict[type[Exception], int] = {
 }
 
 
+class BoundedImages:
+    """Colormap images have a size limit (an unbounded width was a 500, and 6.7 s for 8000²).
+
+    A plain ASGI middleware: Starlette's ``BaseHTTPMiddleware`` (``@app.middleware``) wraps ``receive`` in a
+    task, which hides a client's disconnect from the endpoints (see :mod:`tiles_server.gate`)."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "http" and "/colorMaps/" in scope["path"]:
+            query = QueryParams(scope.get("query_string", b""))
+            for key in ("width", "height"):
+                value = query.get(key)
+                if value is not None and (not value.isdigit() or not 1 <= int(value) <= MAX_IMAGE_PX):
+                    await _error(400, f"{key} must be a whole number of pixels from 1 to {MAX_IMAGE_PX}")(
+                        scope, receive, send)
+                    return
+        await self.app(scope, receive, send)
+
+
 def _add_error_handlers(app: FastAPI) -> None:
     """Readable JSON errors (``{"detail": …}``) that never reveal server paths or internals: TiTiler's
     handler table for the errors whose message is safe, ours for the rest."""
@@ -113,27 +138,18 @@ def create_app(settings: ServerSettings) -> FastAPI:
                     "Files are addressed by run id / acquisition id / layer only.",
     )
     app.state.store = RunStore(settings.root)
+    app.state.tile_gate = TileGate(settings.tile_slots) if settings.tile_slots else TileGate()
 
     layers = RunLayerTilerFactory(stats_max_size=settings.stats_max_size)
     app.include_router(layers.router, prefix=layers.router_prefix, tags=["Layers"])
     colormaps = ColorMapFactory()
     app.include_router(colormaps.router, tags=["ColorMaps"])
 
-    @app.middleware("http")
-    async def bounded_images(request: Request, call_next: Any) -> Any:
-        """Colormap images have a size limit (an unbounded width was a 500, and 6.7 s for 8000²)."""
-        if "/colorMaps/" in request.url.path:
-            for key in ("width", "height"):
-                value = request.query_params.get(key)
-                if value is not None and (not value.isdigit() or not 1 <= int(value) <= MAX_IMAGE_PX):
-                    return _error(400, f"{key} must be a whole number of pixels from 1 to {MAX_IMAGE_PX}")
-        return await call_next(request)
-
     @app.get("/healthz", tags=["Health"])
     def health(request: Request) -> dict[str, Any]:
         """Liveness and versions (the root path is not disclosed)."""
         store = store_of(request)
-        return {"status": "ok", "root_exists": store.root.is_dir(),
+        return {"status": "ok", "root_exists": store.root.is_dir(), "tiles": request.app.state.tile_gate.counts(),
                 "versions": {"s2core": s2core.__version__, "titiler.core": titiler.core.__version__,
                              "rio-tiler": rio_tiler.__version__, "rasterio": rasterio.__version__,
                              "gdal": rasterio.__gdal_version__}}
@@ -156,6 +172,7 @@ def create_app(settings: ServerSettings) -> FastAPI:
         return {"acquisition": acquisition_id, **asdict(stats_agreement(model, product))}
 
     _add_error_handlers(app)
+    app.add_middleware(BoundedImages)
     app.add_middleware(CORSMiddleware, allow_origins=list(settings.cors_origins), allow_methods=["GET"],
                        allow_headers=["*"], allow_credentials=False)
     return app

@@ -20,17 +20,30 @@ from morecantile import TileMatrixSet
 from morecantile import tms as default_tms
 from rio_tiler.colormap import cmap
 from rio_tiler.errors import TileOutsideBounds
+from starlette.concurrency import run_in_threadpool
 from starlette.responses import JSONResponse, Response
 from titiler.core.errors import BadRequestError
 from titiler.core.factory import BaseFactory
 
 from s2core.runfolder.manifest import AcquisitionRecord
 from s2core.runfolder.stats import class_stats, probability_stats, value_counts
+from tiles_server.gate import TileGate, client_gone
 from tiles_server.layers import LAYERS, Layer, legend, normalized_difference
-from tiles_server.rendering import Style, draw, native_minzoom, open_layer, png, read_tile
+from tiles_server.proxy import forwarded_prefix
+from tiles_server.rendering import (
+    Style,
+    draw,
+    native_minzoom,
+    open_layer,
+    png,
+    read_tile,
+)
 from tiles_server.store import NotFound, RunEntry, RunStore
 
 TILE_CACHE_CONTROL = "public, max-age=3600"
+#: The status of a request whose client went away before its tile was drawn (nginx's "client closed request";
+#: nobody reads it).
+CLIENT_CLOSED = 499
 MAX_ZOOM = 24
 #: Tiles are drawn down to this many zoom levels below a layer's native minzoom; further out they are 404
 #: (a z0 tile of a 120 m run took 89 s of CPU; z-4 below native takes well under a second).
@@ -150,9 +163,10 @@ class RunLayerTilerFactory(BaseFactory):
     stats_max_size: int = 1024
 
     def url_for(self, request: Request, name: str, **path_params: Any) -> str:
-        """TiTiler's ``url_for``, under the path this app is mounted at: Starlette's ``base_url`` is the
-        top-level app's, which leaves out a mount (the Streamlit app serves this one under ``/tiles``)."""
-        root = str(request.scope.get("root_path", "")).rstrip("/")
+        """TiTiler's ``url_for``, under the path this app is mounted at (Starlette's ``base_url`` is the
+        top-level app's, which leaves out a mount: the Streamlit app serves this one under ``/tiles``) and
+        under the prefix that a reverse proxy stripped (``X-Forwarded-Prefix``)."""
+        root = forwarded_prefix(request.headers) + str(request.scope.get("root_path", "")).rstrip("/")
         base = request.base_url.replace(path=root + "/")
         relative = super().url_for(request, name, **path_params)[len(str(request.base_url)):]
         return str(base) + relative
@@ -172,7 +186,8 @@ class RunLayerTilerFactory(BaseFactory):
             responses={200: {"content": {"image/png": {}}, "description": "An RGBA PNG tile."},
                        404: {"description": "Unknown run/acquisition/layer, or a tile outside the layer's bounds."}},
         )
-        def tile(
+        async def tile(
+            request: Request,
             z: int, x: int, y: int,
             src: Annotated[LayerSource, Depends(layer_source)],
             style: Annotated[Style, Depends(style_params)],
@@ -182,13 +197,23 @@ class RunLayerTilerFactory(BaseFactory):
                 raise BadRequestError(f"zoom {z} is outside 0-{MAX_ZOOM}")
             if not _tile_indexes_ok(self.tms, z, x, y):
                 raise TileOutsideBounds(f"tile {z}/{x}/{y} does not exist")
-            native = native_minzoom(src.path, self.tms)
-            if z < native - ZOOM_OUT_LEVELS:  # a world-sized tile of a field-sized raster: minutes of CPU for a dot
-                raise TileOutsideBounds(f"zoom {z} is too far out for this layer: its tiles start at zoom "
-                                        f"{max(0, native - ZOOM_OUT_LEVELS)}")
-            image = read_tile(src.layer, src.path, src.bands, self.tms, x, y, z, tilesize, src.versus)
-            return Response(png(draw(src.layer, image, style)), media_type="image/png",
-                            headers={"Cache-Control": TILE_CACHE_CONTROL})
+            gate: TileGate = request.app.state.tile_gate
+            async with gate.slot():
+                if await client_gone(request):  # Leaflet drops the tiles a pan or zoom left behind
+                    gate.abandoned += 1
+                    return Response(status_code=CLIENT_CLOSED)
+                content = await run_in_threadpool(self.draw_tile, src, style, tilesize, x, y, z)
+                gate.drawn += 1
+            return Response(content, media_type="image/png", headers={"Cache-Control": TILE_CACHE_CONTROL})
+
+    def draw_tile(self, src: LayerSource, style: Style, tilesize: int, x: int, y: int, z: int) -> bytes:
+        """The PNG of one tile (blocking: file reads and encoding)."""
+        native = native_minzoom(src.path, self.tms)
+        if z < native - ZOOM_OUT_LEVELS:  # a world-sized tile of a field-sized raster: minutes of CPU for a dot
+            raise TileOutsideBounds(f"zoom {z} is too far out for this layer: its tiles start at zoom "
+                                    f"{max(0, native - ZOOM_OUT_LEVELS)}")
+        image = read_tile(src.layer, src.path, src.bands, self.tms, x, y, z, tilesize, src.versus)
+        return png(draw(src.layer, image, style))
 
     def tilejson(self) -> None:
         """``GET …/tilejson.json``."""

@@ -16,11 +16,10 @@ from typing import Any, Optional
 from rasterio.crs import CRS
 from rasterio.warp import transform_bounds
 
-from s2core.runfolder.manifest import AcquisitionRecord, Manifest
 from s2core.model.request import valid_id
 from s2core.runfolder.atomic import resolve_inside
 from s2core.runfolder.listing import run_folders
-from s2core.runfolder.manifest import MANIFEST_NAME
+from s2core.runfolder.manifest import MANIFEST_NAME, AcquisitionRecord, Manifest
 
 log = logging.getLogger(__name__)
 

@@ -10,7 +10,6 @@ header of a proxy that strips its prefix (:func:`public_prefix`).
 
 from __future__ import annotations
 
-import re
 from pathlib import Path
 from typing import Mapping, Optional
 
@@ -18,13 +17,12 @@ from starlette.routing import BaseRoute, Mount
 from starlette.staticfiles import StaticFiles
 
 from s2core.settings import Settings
+from tiles_server.proxy import forwarded_prefix
 
 #: Where the tile server and the browser assets are mounted (below the base URL path).
 TILES_PATH = "/tiles"
 ASSETS_PATH = "/assets"
 STATIC = Path(__file__).resolve().with_name("static")
-#: A forwarded prefix is a path: letters, digits, ``/ _ . -`` only (anything else is ignored).
-_PREFIX_RE = re.compile(r"(/[A-Za-z0-9_.-]+)*")
 
 
 def base_path() -> str:
@@ -35,14 +33,6 @@ def base_path() -> str:
     return f"/{value}" if value else ""
 
 
-def forwarded_prefix(headers: Optional[Mapping[str, str]]) -> str:
-    """The ``X-Forwarded-Prefix`` a reverse proxy sends when it strips its path prefix (``/s2``), or ``""``."""
-    if not headers:
-        return ""
-    value = str(headers.get("X-Forwarded-Prefix") or headers.get("x-forwarded-prefix") or "").strip().rstrip("/")
-    return value if value and _PREFIX_RE.fullmatch(value) else ""
-
-
 def public_prefix(headers: Optional[Mapping[str, str]] = None) -> str:
     """The path under which the browser reaches this server's routes: forwarded prefix + base URL path."""
     return forwarded_prefix(headers) + base_path()
@@ -50,7 +40,10 @@ def public_prefix(headers: Optional[Mapping[str, str]] = None) -> str:
 
 def routes(settings: Settings) -> list[BaseRoute]:
     """The routes served beside Streamlit's: the tile server and the static assets."""
-    from tiles_server.app import ServerSettings, create_app  # lazy: only the server process mounts it
+    from tiles_server.app import (  # lazy: only the server process mounts it
+        ServerSettings,
+        create_app,
+    )
 
     base = base_path()
     tiles = create_app(ServerSettings(root=settings.runs_dir.resolve(), cors_origins=()))

@@ -347,31 +347,140 @@ def test_tiles_far_below_the_native_zoom_are_refused_at_once(server: TilesServer
     _png(requests.get(_tile_url(server, acq, "rgb", TMS.tile(lon, lat, native - 4)), timeout=60))
 
 
-def test_tiles_below_the_native_zoom_read_only_what_the_raster_covers(run_doc: dict[str, Any],
-                                                                        masked_runs_root: Path):
-    """Below the native zoom a tile is read as the part the raster covers, placed on an empty tile: the same
-    picture as rio-tiler's whole-tile warp (same place, same colours), without warping the whole extent."""
+@pytest.mark.parametrize("layer", ["rgb", "mask"])
+def test_tiles_give_rio_tilers_picture_at_every_zoom(layer: str, run_doc: dict[str, Any], masked_runs_root: Path):
+    """Our tile read (the file's finest level not coarser than the tile, warped at the tile's pixel size, only
+    where the file covers the tile) gives rio-tiler's picture: the same place, the same colours (composites) or
+    classes (masks), from far below the native zoom to beyond full resolution."""
     from rio_tiler.io import Reader
 
-    from tiles_server.layers import LAYERS
-    from tiles_server.rendering import native_minzoom, read_tile
+    from tiles_server.layers import LAYERS, OUTSIDE
+    from tiles_server.rendering import native_minzoom, read_tile, reader_options
 
+    spec = LAYERS[layer]
     acq = run_doc["acquisitions"][0]["id"]
-    path = masked_runs_root / "wide" / acq / "raster.tif"
+    path = masked_runs_root / "wide" / acq / f"{spec.role}.tif"
     bands = run_doc["bands"]
     native = native_minzoom(path, TMS)
     with rasterio.open(path) as ds:
         w, s, e, n = rasterio.warp.transform_bounds(ds.crs, "EPSG:4326", *ds.bounds)
-    for z in (native - 3, native - 1):
+    for z in (native - 3, native - 1, native, native + 2, native + 4):
         tile = TMS.tile((w + e) / 2, (s + n) / 2, z)
-        ours = read_tile(LAYERS["rgb"], path, bands, TMS, tile.x, tile.y, tile.z, 256)
-        with rasterio.open(path) as ds, Reader(None, dataset=ds, tms=TMS) as reader:
-            warped = reader.tile(tile.x, tile.y, tile.z, indexes=LAYERS["rgb"].band_indexes(bands))
+        ours = read_tile(spec, path, bands, TMS, tile.x, tile.y, tile.z, 256)
+        with rasterio.open(path) as ds, Reader(None, dataset=ds, tms=TMS, options=reader_options(spec)) as reader:
+            warped = reader.tile(tile.x, tile.y, tile.z, indexes=spec.band_indexes(bands))
         a, b = ~np.ma.getmaskarray(ours.array[0]), ~np.ma.getmaskarray(warped.array[0])
-        assert a.sum() > 0 and abs(int(a.sum()) - int(b.sum())) <= 0.1 * b.sum() + 2 * (a.shape[0])  # the same place
-        assert (a & b).sum() >= 0.8 * b.sum()
-        assert abs(float(ours.array[:, a & b].mean()) - float(warped.array[:, a & b].mean())) < 0.05 * float(
-            warped.array[:, a & b].mean())  # the same colours
+        if layer == "mask":  # outside pixels are OUTSIDE for both; the file's nodata class is data
+            a, b = ours.array.data[0] != OUTSIDE, warped.array.data[0] != OUTSIDE
+        assert a.sum() > 0 and abs(int(a.sum()) - int(b.sum())) <= 0.1 * b.sum() + 2 * (a.shape[0]), z  # same place
+        both = a & b
+        assert both.sum() >= 0.8 * b.sum(), z
+        if layer == "mask":
+            same = ours.array.data[0][both] == warped.array.data[0][both]
+            assert same.mean() >= (0.999 if z >= native + 2 else 0.9), (z, same.mean())  # exact at full resolution
+        else:
+            mean_ours, mean_peer = float(ours.array[:, both].mean()), float(warped.array[:, both].mean())
+            assert abs(mean_ours - mean_peer) < 0.05 * mean_peer, (z, mean_ours, mean_peer)  # the same colours
+
+
+def test_a_tile_that_would_read_too_many_pixels_is_refused(tmp_path: Path):
+    """A file without overviews seen from far out would be read whole for a few pixels: refused (a 404 naming
+    the limit, in milliseconds); nearer zooms of the same file still draw."""
+    from tiles_server.layers import LAYERS
+    from tiles_server.rendering import MAX_SOURCE_PIXELS, TileTooCostly, read_tile
+
+    path = tmp_path / "mask.tif"
+    size = 4096  # 41 km at 10 m, no overviews
+    data = np.tile(np.arange(6, dtype=np.uint8), (size, size // 6 + 1))[:, :size]
+    with rasterio.open(path, "w", driver="GTiff", width=size, height=size, count=1, dtype="uint8", nodata=0,
+                       crs="EPSG:32633", transform=rasterio.transform.from_origin(500_000, 5_100_000, 10, 10),
+                       tiled=True, blockxsize=512, blockysize=512, compress="deflate") as ds:
+        ds.write(data, 1)
+    lon, lat = Transformer.from_crs("EPSG:32633", "EPSG:4326", always_xy=True).transform(520_000, 5_080_000)
+    far, near = TMS.tile(lon, lat, 8), TMS.tile(lon, lat, 12)
+    t0 = time.monotonic()
+    with pytest.raises(TileTooCostly, match=f"the limit is {MAX_SOURCE_PIXELS / 1e6:.0f} M.*zoom in"):
+        read_tile(LAYERS["mask"], path, [], TMS, far.x, far.y, far.z, 256)
+    assert time.monotonic() - t0 < 0.5
+    image = read_tile(LAYERS["mask"], path, [], TMS, near.x, near.y, near.z, 256)
+    assert set(np.unique(image.array.data)) <= set(range(6))
+
+
+def test_open_datasets_are_reused_and_a_rewritten_file_is_read_anew(run_doc: dict[str, Any],
+                                                                    masked_runs_root: Path, tmp_path: Path):
+    """Tiles reuse open datasets (GDAL's block cache lives in them), several threads at once get identical
+    tiles, and a file replaced under the same name (a resumed run) is never served from the old one."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    from tiles_server.layers import LAYERS
+    from tiles_server.rendering import POOL, read_tile
+
+    acq = run_doc["acquisitions"][0]["id"]
+    src = masked_runs_root / "wide" / acq / "mask.tif"
+    path = tmp_path / "mask.tif"
+    shutil.copy(src, path)
+    with rasterio.open(path) as ds:
+        w, s, e, n = rasterio.warp.transform_bounds(ds.crs, "EPSG:4326", *ds.bounds)
+    tile = TMS.tile((w + e) / 2, (s + n) / 2, 12)
+
+    def one(_: int) -> np.ndarray:
+        return read_tile(LAYERS["mask"], path, [], TMS, tile.x, tile.y, tile.z, 256).array.data.copy()
+
+    opened = POOL.opened
+    with ThreadPoolExecutor(8) as pool:
+        tiles = list(pool.map(one, range(40)))
+    assert all(np.array_equal(t, tiles[0]) for t in tiles)
+    assert POOL.opened - opened <= POOL.per_key  # 40 tiles, at most one dataset per concurrent reader
+    # replace the file the way a run does (a new file renamed over the old one): the new pixels are served
+    with rasterio.open(src) as ds:
+        profile, data = ds.profile, ds.read(1)
+    part = tmp_path / "mask.tif.part"
+    with rasterio.open(part, "w", **profile) as ds:
+        ds.write(np.where(data > 0, 3, 0).astype(np.uint8), 1)
+    part.replace(path)
+    assert set(np.unique(one(0))) <= {0, 3, 254} and 3 in one(0)
+
+
+def test_tiles_whose_client_left_are_not_drawn(masked_runs_root: Path, run_doc: dict[str, Any]):
+    """Requests wait for a drawing slot; one whose client has gone when its turn comes is dropped, not drawn
+    (Leaflet cancels the tiles that a pan or a zoom left behind). ``/healthz`` counts both."""
+    import socket
+
+    acq = run_doc["acquisitions"][0]["id"]
+    with TilesServer(masked_runs_root, "--tile-slots", "1") as srv:
+        doc = requests.get(f"{srv.url}/runs/wide/{acq}/rgb/tilejson.json", timeout=30).json()
+        z = doc["maxzoom"] + 2
+        w, s_, e, n = doc["bounds"]
+        tiles = list(TMS.tiles(w, s_, e, n, zooms=[z]))[:30]
+        sockets = []
+        for tile in tiles:
+            sock = socket.create_connection(("127.0.0.1", srv.port))
+            sock.sendall(f"GET /runs/wide/{acq}/rgb/tiles/{z}/{tile.x}/{tile.y}.png HTTP/1.1\r\n"
+                         f"Host: 127.0.0.1\r\nConnection: close\r\n\r\n".encode())
+            sockets.append(sock)
+        for sock in sockets:  # every client gives up before its tile is drawn
+            sock.close()
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline:
+            counts = requests.get(f"{srv.url}/healthz", timeout=10).json()["tiles"]
+            if counts["drawn"] + counts["abandoned"] >= len(tiles):
+                break
+            time.sleep(0.1)
+        assert counts["slots"] == 1 and counts["drawn"] + counts["abandoned"] >= len(tiles), counts
+        assert counts["abandoned"] >= len(tiles) // 2, counts
+        _png(requests.get(f"{srv.url}/runs/wide/{acq}/rgb/tiles/{z}/{tiles[0].x}/{tiles[0].y}.png", timeout=30))
+
+
+def test_tilejson_urls_carry_the_prefix_a_proxy_stripped(server: TilesServer, run_doc: dict[str, Any]):
+    """Behind a proxy that strips its path prefix and says so in ``X-Forwarded-Prefix``, TileJSON's tile URLs
+    carry the prefix again; a header that is not a plain path is ignored."""
+    acq = run_doc["acquisitions"][0]["id"]
+    url = f"{server.url}/runs/wide/{acq}/mask/tilejson.json"
+    tj = requests.get(url, headers={"X-Forwarded-Prefix": "/team/s2"}, timeout=30).json()
+    assert tj["tiles"][0].startswith(f"{server.url}/team/s2/runs/wide/{acq}/mask/tiles/"), tj["tiles"]
+    for hostile in ("//evil.example", "/a/../b", "/x?y=1", "javascript:alert(1)", "/a b", "/x\"<"):
+        tj = requests.get(url, headers={"X-Forwarded-Prefix": hostile}, timeout=30).json()
+        assert tj["tiles"][0].startswith(f"{server.url}/runs/wide/{acq}/mask/tiles/"), (hostile, tj["tiles"])
 
 
 def test_colormap_images_have_a_size_limit(server: TilesServer):
