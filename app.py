@@ -11,9 +11,10 @@ from __future__ import annotations
 import streamlit as st
 
 if __name__ != "__main__":  # imported by `streamlit run app.py`: the server
-    from pages.ui.server import routes
+    from pages.ui.server import navigation_only, routes
     from s2core.settings import get_settings
 
+    navigation_only()
     app = st.App(__file__, routes=routes(get_settings()))
 else:  # a session's script run: the pages
     st.navigation([

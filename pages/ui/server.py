@@ -38,6 +38,18 @@ def public_prefix(headers: Optional[Mapping[str, str]] = None) -> str:
     return forwarded_prefix(headers) + base_path()
 
 
+def navigation_only() -> None:
+    """Tell Streamlit that this app's pages come from ``st.navigation`` only.
+
+    Streamlit takes a ``pages/`` folder beside the main script for its older multipage mode until a first
+    ``st.navigation`` call says otherwise. Here ``pages/`` is the app's UI package, so the first session after a
+    start ran that mode first, did not know ``/Compare``, and said "Page not found" before showing the page. This
+    sets, once at start-up, the flag that ``st.navigation`` sets on its first call."""
+    from streamlit.runtime.pages_manager import PagesManager  # lazy: the server process only
+
+    PagesManager.uses_pages_directory = False
+
+
 def routes(settings: Settings) -> list[BaseRoute]:
     """The routes served beside Streamlit's: the tile server and the static assets."""
     from tiles_server.app import (  # lazy: only the server process mounts it

@@ -12,6 +12,7 @@ its Cancel button. Screenshots go to tests/artifacts/.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import re
 import shutil
@@ -54,7 +55,8 @@ http {{
     server {{
         listen {host}:{port};
         location {prefix}/ {{
-            proxy_pass http://127.0.0.1:{app_port};
+            proxy_pass http://127.0.0.1:{app_port}{upstream_path};
+            {forwarded_prefix}
             proxy_http_version 1.1;
             proxy_set_header Upgrade $http_upgrade;
             proxy_set_header Connection $connection_upgrade;
@@ -83,7 +85,7 @@ def _wait_for(url: str, what: str, seconds: float = 180.0) -> None:
 def app_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str, Path]]:
     root = tmp_path_factory.mktemp("e2e-runs")
     tmp = tmp_path_factory.mktemp("nginx")
-    app_port, proxy_port = free_port(), free_port()
+    app_port = free_port()
     env = {**os.environ, "S2_RUNS_DIR": str(root), "S2_CATALOG_ROOTS": str(SHARED)}
     env.pop("S2_TILES_URL", None)
     log = open(root.parent / "streamlit.log", "w")
@@ -91,20 +93,33 @@ def app_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str, Pat
         [sys.executable, "-m", "streamlit", "run", "app.py", "--server.port", str(app_port),
          "--server.address", "127.0.0.1", "--server.headless", "true", "--server.baseUrlPath", PREFIX.strip("/"),
          "--server.fileWatcherType", "none"], cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT)
-    (tmp / "nginx.conf").write_text(NGINX_CONF.format(tmp=tmp, host=PROXY_HOST, port=proxy_port, prefix=PREFIX,
-                                                      app_port=app_port))
+    with _proxy(tmp, app_port, PREFIX) as url:
+        try:
+            _wait_for(f"http://127.0.0.1:{app_port}{PREFIX}/_stcore/health", "streamlit")
+            _wait_for(f"{url}/_stcore/health", "nginx")
+            yield url, root
+        finally:
+            app.terminate()
+            app.wait(timeout=20)
+            log.close()
+
+
+@contextlib.contextmanager
+def _proxy(tmp: Path, app_port: int, prefix: str, strip: bool = False) -> Iterator[str]:
+    """nginx on PROXY_HOST serving the app under ``prefix``: passed on as it is (the app's ``baseUrlPath``), or
+    stripped and named in ``X-Forwarded-Prefix`` (``strip``). Yields the URL the browser opens."""
+    proxy_port = free_port()
+    (tmp / "nginx.conf").write_text(NGINX_CONF.format(
+        tmp=tmp, host=PROXY_HOST, port=proxy_port, prefix=prefix, app_port=app_port,
+        upstream_path="/" if strip else "",
+        forwarded_prefix=f"proxy_set_header X-Forwarded-Prefix {prefix};" if strip else ""))
     proxy = subprocess.Popen([NGINX, "-c", str(tmp / "nginx.conf"), "-p", str(tmp)], stdout=subprocess.DEVNULL,
                              stderr=subprocess.STDOUT)
-    url = f"http://{PROXY_HOST}:{proxy_port}{PREFIX}"
     try:
-        _wait_for(f"http://127.0.0.1:{app_port}{PREFIX}/_stcore/health", "streamlit")
-        _wait_for(f"{url}/_stcore/health", "nginx")
-        yield url, root
+        yield f"http://{PROXY_HOST}:{proxy_port}{prefix}"
     finally:
-        for proc in (proxy, app):
-            proc.terminate()
-            proc.wait(timeout=20)
-        log.close()
+        proxy.terminate()
+        proxy.wait(timeout=20)
 
 
 @pytest.fixture(scope="module")
@@ -332,3 +347,58 @@ def _choose(page: Any, label: str, option: str) -> None:
             if attempt == 2:
                 raise
     _wait_idle(page)
+
+
+STRIP_PREFIX = "/team"
+
+
+def test_behind_a_proxy_that_strips_its_prefix(browser: Any, tmp_path_factory: pytest.TempPathFactory):
+    """The other common proxy setup: nginx strips ``/team`` and says so in ``X-Forwarded-Prefix``; the app runs
+    without a base URL path. The first page opened after the start is a deep link to Compare: it shows at once
+    (no "Page not found"), its overlays arrive through ``/team/tiles/``, and a client such as QGIS gets TileJSON
+    whose tile URLs carry the prefix."""
+    from playwright.sync_api import expect
+
+    from s2core import make_request, preprocess
+
+    root = tmp_path_factory.mktemp("strip-runs")
+    tmp = tmp_path_factory.mktemp("strip-nginx")
+    manifest = preprocess(make_request(
+        aoi="POLYGON((15.9 45.9, 16.1 45.9, 16.1 46.1, 15.9 46.1, 15.9 45.9))", start="2023-08-10",
+        end="2023-08-13", catalog=str(MAPCHETE_CATALOG), bands="B02,B03,B04,B08", resolution=120, out_dir=root,
+        masks={}))
+    assert manifest.status == "completed", manifest.error
+    app_port = free_port()
+    env = {**os.environ, "S2_RUNS_DIR": str(root), "S2_CATALOG_ROOTS": str(SHARED)}
+    env.pop("S2_TILES_URL", None)
+    with open(root.parent / "streamlit-strip.log", "w") as log:
+        app = subprocess.Popen(
+            [sys.executable, "-m", "streamlit", "run", "app.py", "--server.port", str(app_port), "--server.address",
+             "127.0.0.1", "--server.headless", "true", "--server.fileWatcherType", "none"], cwd=ROOT, env=env,
+            stdout=log, stderr=subprocess.STDOUT)
+        try:
+            with _proxy(tmp, app_port, STRIP_PREFIX, strip=True) as url:
+                _wait_for(f"http://127.0.0.1:{app_port}/_stcore/health", "streamlit")
+                _wait_for(f"{url}/_stcore/health", "nginx")
+                blocked: list[str] = []
+                context = _context(browser, blocked)
+                page = context.new_page()
+                page.set_default_timeout(60_000)
+                responses: list[tuple[str, int, str]] = []
+                page.on("response", lambda r: responses.append((r.url, r.status, r.headers.get("content-type", "")))
+                        if "/tiles/runs/" in r.url else None)
+                page.goto(f"{url}/Compare")
+                expect(page.get_by_text("Overall agreement")).to_be_visible(timeout=120_000)
+                page.wait_for_timeout(3000)
+                _shot(page, "08-compare-stripping-proxy")
+                assert page.get_by_text("Page not found").count() == 0
+                pngs = [u for u, status, ctype in responses if status == 200 and ctype == "image/png"]
+                assert pngs and all(u.startswith(f"{url}/tiles/runs/") for u in pngs), responses[:5]
+                context.close()
+                assert {u.split("/")[2] for u in blocked} <= {"tile.openstreetmap.org"}, blocked
+                acq = manifest.acquisitions[0].id
+                tj = requests.get(f"{url}/tiles/runs/{manifest.run_id}/{acq}/mask/tilejson.json", timeout=30).json()
+                assert tj["tiles"][0].startswith(f"{url}/tiles/runs/{manifest.run_id}/{acq}/mask/tiles/"), tj
+        finally:
+            app.terminate()
+            app.wait(timeout=20)
