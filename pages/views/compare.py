@@ -76,12 +76,12 @@ acq = c2.selectbox("Acquisition", with_masks, key="cmp_acq", format_func=lambda 
 for warning in dict.fromkeys(acq.warnings):
     st.warning(warning)
 
-c1, c2, c3, c4, c5 = st.columns(5)
+c1, c2, c3, c4, c5 = st.columns([3, 3, 2.5, 2, 2])  # the layer names need the room
 left_name = c1.selectbox("Left", list(LEFT_LAYERS), key="cmp_left")
 right_name = c2.selectbox("Right", list(RIGHT_LAYERS), key="cmp_right")
 base_name = c3.selectbox("Under both", list(BASES), key="cmp_base")
-opacity = c4.slider("Overlay opacity", 0.0, 1.0, 0.6, 0.05, key="cmp_opacity")
-minimum = c5.slider("Probability min", 0.0, 1.0, 0.05, 0.01, key="cmp_min",
+opacity = c4.slider("Opacity", 0.0, 1.0, 0.6, 0.05, key="cmp_opacity", help="Opacity of the mask overlays.")
+minimum = c5.slider("Min. prob.", 0.0, 1.0, 0.05, 0.01, key="cmp_min",
                     help="Probabilities below this are transparent.")
 
 
