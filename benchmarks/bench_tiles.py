@@ -17,10 +17,11 @@ server, so the absolute figures are a floor, not a ceiling.
 
 ``--sweep`` measures every zoom instead: a whole-tile 10 m run (33TWM, about 10 900 x 11 000 px, raster and
 product mask), 8 concurrent clients asking random tiles of the run at each zoom 0-16, p50 / p95 / max per
-zoom and how many were refused (tiles far below the native zoom are refused at once, with a 404). Targets
+zoom and how many were refused (tiles far below the native zoom are refused at once, with a 404), in the
+format the app's maps use (lossless WebP; ``--format png`` for PNG). Targets
 (issue 16): every tile within 1 s at every zoom, p95 within 100 ms at zoom 10 and above.
 
-Run: ``python benchmarks/bench_tiles.py`` or ``python benchmarks/bench_tiles.py --sweep [--workdir DIR]``
+Run: ``python benchmarks/bench_tiles.py`` or ``python benchmarks/bench_tiles.py --sweep [--workdir DIR] [--format webp|png]``
 """
 
 from __future__ import annotations
@@ -158,9 +159,10 @@ WHOLE_TILE = "POLYGON((15.03 45.98, 16.40 45.98, 16.40 46.93, 15.03 46.93, 15.03
 SWEEP_ZOOMS, SWEEP_TILES = tuple(range(0, 17)), 12  # per client and zoom
 
 
-def sweep(workdir: str | None = None) -> None:
-    """p50 / p95 / max per zoom on a whole-tile 10 m run, 8 concurrent clients (``workdir``: keep the run
-    there and reuse it on the next call)."""
+def sweep(workdir: str | None = None, fmt: str = "webp") -> None:
+    """p50 / p95 / max per zoom on a whole-tile 10 m run, 8 concurrent clients, tiles in ``fmt`` (the app's
+    maps ask for lossless WebP; other clients get PNG by default). ``workdir``: keep the run there and reuse
+    it on the next call."""
     from s2core import make_request, preprocess
 
     work = Path(workdir) if workdir else Path(tempfile.mkdtemp(prefix="bench-tiles-sweep-"))
@@ -174,13 +176,13 @@ def sweep(workdir: str | None = None) -> None:
           f"{manifest.grid['height']} px")
     with TilesServer(work) as ours:
         bounds = tuple(requests.get(f"{ours.url}/runs/whole", timeout=10).json()["bounds"])
-        print(f"{CLIENTS} clients x {SWEEP_TILES} tiles per zoom")
+        print(f"{CLIENTS} clients x {SWEEP_TILES} tiles per zoom, {fmt.upper()} tiles")
         print(f"{'layer':>12} {'z':>3} {'n':>4} {'p50 ms':>8} {'p95 ms':>8} {'max ms':>8} {'refused':>8}")
         worst, worst_p95_hi = 0.0, 0.0
         for layer in ("rgb", "product_mask"):
             for z in SWEEP_ZOOMS:
                 tiles = list(TMS.tiles(*bounds, zooms=[z]))
-                url = f"{ours.url}/runs/whole/{acq.id}/{layer}/tiles/{{z}}/{{x}}/{{y}}.png"
+                url = f"{ours.url}/runs/whole/{acq.id}/{layer}/tiles/{{z}}/{{x}}/{{y}}.{fmt}"
                 latencies: list[float] = []
                 refused = 0
                 lock = threading.Lock()
@@ -216,6 +218,7 @@ def sweep(workdir: str | None = None) -> None:
 
 if __name__ == "__main__":
     if "--sweep" in sys.argv:
-        sweep(sys.argv[sys.argv.index("--workdir") + 1] if "--workdir" in sys.argv else None)
+        sweep(sys.argv[sys.argv.index("--workdir") + 1] if "--workdir" in sys.argv else None,
+              sys.argv[sys.argv.index("--format") + 1] if "--format" in sys.argv else "webp")
     else:
         main()

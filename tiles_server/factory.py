@@ -30,14 +30,7 @@ from s2core.runfolder.stats import class_stats, probability_stats, value_counts
 from tiles_server.gate import TileGate, client_gone
 from tiles_server.layers import LAYERS, Layer, legend, normalized_difference
 from tiles_server.proxy import forwarded_prefix
-from tiles_server.rendering import (
-    Style,
-    draw,
-    native_minzoom,
-    open_layer,
-    png,
-    read_tile,
-)
+from tiles_server.rendering import Style, TileFormat, draw, encode, native_minzoom, open_layer, read_tile
 from tiles_server.store import NotFound, RunEntry, RunStore
 
 TILE_CACHE_CONTROL = "public, max-age=3600"
@@ -179,16 +172,18 @@ class RunLayerTilerFactory(BaseFactory):
         self.statistics()
 
     def tile(self) -> None:
-        """``GET …/tiles/{z}/{x}/{y}.png``."""
+        """``GET …/tiles/{z}/{x}/{y}.{format}`` (``png`` or ``webp``)."""
 
         @self.router.get(
-            "/tiles/{z}/{x}/{y}.png", name="tile", response_class=Response,
-            responses={200: {"content": {"image/png": {}}, "description": "An RGBA PNG tile."},
+            "/tiles/{z}/{x}/{y}.{format}", name="tile", response_class=Response,
+            responses={200: {"content": {"image/png": {}, "image/webp": {}},
+                             "description": "An RGBA tile: PNG, or lossless WebP (smaller, faster to encode)."},
                        404: {"description": "Unknown run/acquisition/layer, or a tile outside the layer's bounds."}},
         )
         async def tile(
             request: Request,
             z: int, x: int, y: int,
+            format: TileFormat,
             src: Annotated[LayerSource, Depends(layer_source)],
             style: Annotated[Style, Depends(style_params)],
             tilesize: Annotated[int, Depends(tilesize_param)],
@@ -202,18 +197,19 @@ class RunLayerTilerFactory(BaseFactory):
                 if await client_gone(request):  # Leaflet drops the tiles a pan or zoom left behind
                     gate.abandoned += 1
                     return Response(status_code=CLIENT_CLOSED)
-                content = await run_in_threadpool(self.draw_tile, src, style, tilesize, x, y, z)
+                content = await run_in_threadpool(self.draw_tile, src, style, tilesize, x, y, z, format)
                 gate.drawn += 1
-            return Response(content, media_type="image/png", headers={"Cache-Control": TILE_CACHE_CONTROL})
+            return Response(content, media_type=format.media_type, headers={"Cache-Control": TILE_CACHE_CONTROL})
 
-    def draw_tile(self, src: LayerSource, style: Style, tilesize: int, x: int, y: int, z: int) -> bytes:
-        """The PNG of one tile (blocking: file reads and encoding)."""
+    def draw_tile(self, src: LayerSource, style: Style, tilesize: int, x: int, y: int, z: int,
+                  format: TileFormat = TileFormat.png) -> bytes:
+        """One tile, encoded (blocking: file reads and encoding)."""
         native = native_minzoom(src.path, self.tms)
         if z < native - ZOOM_OUT_LEVELS:  # a world-sized tile of a field-sized raster: minutes of CPU for a dot
             raise TileOutsideBounds(f"zoom {z} is too far out for this layer: its tiles start at zoom "
                                     f"{max(0, native - ZOOM_OUT_LEVELS)}")
         image = read_tile(src.layer, src.path, src.bands, self.tms, x, y, z, tilesize, src.versus)
-        return png(draw(src.layer, image, style))
+        return encode(draw(src.layer, image, style), format)
 
     def tilejson(self) -> None:
         """``GET …/tilejson.json``."""
@@ -226,11 +222,13 @@ class RunLayerTilerFactory(BaseFactory):
             tilesize: Annotated[int, Depends(tilesize_param)],
             minzoom: Annotated[Optional[int], Query(ge=0, le=MAX_ZOOM)] = None,
             maxzoom: Annotated[Optional[int], Query(ge=0, le=MAX_ZOOM)] = None,
+            format: Annotated[TileFormat, Query(description="The tiles' image format.")] = TileFormat.png,
         ) -> dict[str, Any]:
             keep = {"rescale", "colormap", "min", "opacity", "tilesize"}
             qs = [(k, v) for k, v in request.query_params.multi_items() if k in keep]
             # TiTiler's url_for: the run/acquisition/layer of the prefix come from this request's path
-            url = self.url_for(request, "tile", z="{z}", x="{x}", y="{y}") + (f"?{urlencode(qs)}" if qs else "")
+            url = self.url_for(request, "tile", z="{z}", x="{x}", y="{y}", format=format.value) + (
+                f"?{urlencode(qs)}" if qs else "")
             with open_layer(src.path, self.tms) as reader:
                 w, s, e, n = reader.get_geographic_bounds(self.tms.rasterio_geographic_crs)
                 native_min, native_max = reader.minzoom, reader.maxzoom

@@ -11,6 +11,7 @@ from collections import OrderedDict
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
+from enum import Enum
 from pathlib import Path
 from typing import Optional
 
@@ -278,13 +279,28 @@ def draw(layer: Layer, image: ImageData, style: Style) -> np.ndarray:
     return np.concatenate([_stretch(data, lo, hi), alpha[np.newaxis]])
 
 
-def png(rgba: np.ndarray) -> bytes:
-    """Encode RGBA (4, H, W) as PNG with Pillow (zlib level :data:`PNG_ZLEVEL`).
+class TileFormat(str, Enum):
+    """The image formats of tiles."""
 
-    Pillow encodes a 256² tile of imagery in 4.0 ms and lets a second thread run meanwhile; rio-tiler's
-    GDAL encoder took 6.1 ms and held the interpreter, so that tiles were encoded one at a time whatever
-    the cores."""
+    png = "png"
+    webp = "webp"
+
+    @property
+    def media_type(self) -> str:
+        """The format's MIME type."""
+        return f"image/{self.value}"
+
+
+def encode(rgba: np.ndarray, format: TileFormat = TileFormat.png) -> bytes:
+    """Encode RGBA (4, H, W) with Pillow: PNG at zlib level :data:`PNG_ZLEVEL`, or lossless WebP.
+
+    On a 256² tile of imagery: PNG 4.2 ms and 106 kB, lossless WebP (fastest method) 1.6 ms and 73 kB; both
+    let a second thread run meanwhile. rio-tiler's GDAL PNG encoder took 6.1 ms and held the interpreter, so
+    that tiles were encoded one at a time whatever the cores."""
     out = io.BytesIO()
-    Image.fromarray(np.ascontiguousarray(np.moveaxis(rgba, 0, -1)), "RGBA").save(out, "PNG",
-                                                                                 compress_level=PNG_ZLEVEL)
+    image = Image.fromarray(np.ascontiguousarray(np.moveaxis(rgba, 0, -1)), "RGBA")
+    if format is TileFormat.webp:
+        image.save(out, "WEBP", lossless=True, method=0, quality=0)
+    else:
+        image.save(out, "PNG", compress_level=PNG_ZLEVEL)
     return out.getvalue()

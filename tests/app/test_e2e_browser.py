@@ -4,7 +4,7 @@ proxy (nginx) on another loopback host name, with a path prefix, and with every 
 The app runs as its one command (``streamlit run app.py``, ``server.baseUrlPath=s2``) on 127.0.0.1;
 nginx serves it at ``http://127.0.0.2:<port>/s2/``. The browser may reach nothing but that origin: not the
 app's own port, not a CDN, not the basemap (the maps must say it is unreachable and still show the run's
-layers). It draws an AOI over the shared mapchete-eo scenes, searches, runs, compares masks (overlay PNGs
+layers). It draws an AOI over the shared mapchete-eo scenes, searches, runs, compares masks (overlay tiles
 arrive through the prefix, the view survives a date switch, the disagreement layer renders), downloads a
 GeoTIFF and opens it with rasterio; a second browser context (another user) sees the running job without
 its Cancel button. Screenshots go to tests/artifacts/.
@@ -260,14 +260,14 @@ def test_draw_search_run_compare_export(browser: Any, app_url: tuple[str, Path])
     run_dirs = [p for p in root.iterdir() if (p / "manifest.json").exists()]
     assert len(run_dirs) == 1
 
-    # compare: overlay tiles come through the proxy's prefix as PNGs, statistics show
+    # compare: overlay tiles (lossless WebP) come through the proxy's prefix, statistics show
     page.goto(f"{url}/Compare")
     expect(page.get_by_text("Overall agreement")).to_be_visible(timeout=120_000)
     expect(page.get_by_text("Cloud IoU")).to_be_visible()
     page.wait_for_timeout(4000)
-    pngs = [u for u, status, ctype in responses if status == 200 and ctype == "image/png"]
-    assert pngs and all(u.startswith(f"{url}/tiles/runs/") for u in pngs), pngs[:5]
-    layers = {m.group(1) for u in pngs if (m := re.search(r"/(rgb|mask|product_mask)/tiles/", u))}
+    tiles = [u for u, status, ctype in responses if status == 200 and ctype == "image/webp"]
+    assert tiles and all(u.startswith(f"{url}/tiles/runs/") for u in tiles), tiles[:5]
+    layers = {m.group(1) for u in tiles if (m := re.search(r"/(rgb|mask|product_mask)/tiles/", u))}
     assert {"rgb", "mask", "product_mask"} <= layers, responses[:10]
     _shot(page, "05-compare")
 
@@ -294,7 +294,7 @@ def test_draw_search_run_compare_export(browser: Any, app_url: tuple[str, Path])
     _choose(page, "Left", "Disagreement (model vs product)")
     page.wait_for_timeout(4000)
     assert [u for u, status, ctype in responses[mark:] if "/disagreement/tiles/" in u and status == 200
-            and ctype == "image/png"], responses[mark:mark + 5]
+            and ctype == "image/webp"], responses[mark:mark + 5]
     _shot(page, "06-compare-disagreement")
 
     # export: download one mask GeoTIFF and open it
@@ -392,8 +392,8 @@ def test_behind_a_proxy_that_strips_its_prefix(browser: Any, tmp_path_factory: p
                 page.wait_for_timeout(3000)
                 _shot(page, "08-compare-stripping-proxy")
                 assert page.get_by_text("Page not found").count() == 0
-                pngs = [u for u, status, ctype in responses if status == 200 and ctype == "image/png"]
-                assert pngs and all(u.startswith(f"{url}/tiles/runs/") for u in pngs), responses[:5]
+                tiles = [u for u, status, ctype in responses if status == 200 and ctype == "image/webp"]
+                assert tiles and all(u.startswith(f"{url}/tiles/runs/") for u in tiles), responses[:5]
                 context.close()
                 assert {u.split("/")[2] for u in blocked} <= {"tile.openstreetmap.org"}, blocked
                 acq = manifest.acquisitions[0].id

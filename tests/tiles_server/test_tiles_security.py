@@ -32,7 +32,7 @@ FORBIDDEN_PARAMS = {"url", "path", "file", "filename", "src", "src_path", "href"
 EXPECTED_ROUTES = {
     "/healthz", "/runs", "/runs/{run_id}", "/runs/{run_id}/{acquisition_id}/agreement",
     "/runs/{run_id}/{acquisition_id}/{layer}/tilejson.json",
-    "/runs/{run_id}/{acquisition_id}/{layer}/tiles/{z}/{x}/{y}.png",
+    "/runs/{run_id}/{acquisition_id}/{layer}/tiles/{z}/{x}/{y}.{format}",
     "/runs/{run_id}/{acquisition_id}/{layer}/legend", "/runs/{run_id}/{acquisition_id}/{layer}/statistics",
     "/colorMaps", "/colorMaps/{colorMapId}",
 }
@@ -132,7 +132,7 @@ def test_every_route_rejects_traversal_urls_and_trap_runs(server: TilesServer, t
     acq = trap_root["acq"]
     tile = _center_tile(server, acq)
     good = {"run_id": "good", "acquisition_id": acq, "layer": "mask", "z": str(tile.z), "x": str(tile.x),
-            "y": str(tile.y), "colorMapId": "viridis"}
+            "y": str(tile.y), "format": "png", "colorMapId": "viridis"}
     attacks = _attacks(trap_root["secret_tif"], trap_root["secret_txt"])
     checked, pairs, expected = 0, set(), set()
     for template in schema["paths"]:
@@ -154,7 +154,7 @@ def test_every_route_rejects_traversal_urls_and_trap_runs(server: TilesServer, t
                     _no_leak(body, trap_root)
                     checked += 1
                     pairs.add((template, name))
-    assert pairs == expected and len(expected) == 19 and checked > 500
+    assert pairs == expected and len(expected) == 20 and checked > 500
 
 
 def test_trap_runs_are_not_listed_and_not_served(server: TilesServer, trap_root: dict[str, Any]):

@@ -471,6 +471,25 @@ def test_tiles_whose_client_left_are_not_drawn(masked_runs_root: Path, run_doc: 
         _png(requests.get(f"{srv.url}/runs/wide/{acq}/rgb/tiles/{z}/{tiles[0].x}/{tiles[0].y}.png", timeout=30))
 
 
+@pytest.mark.parametrize("layer", ["rgb", "mask"])
+def test_webp_tiles_are_the_png_tiles_losslessly(server: TilesServer, run_doc: dict[str, Any], layer: str):
+    """``.webp`` tiles (what the app's maps ask for: faster to encode, smaller) hold the very pixels of the
+    ``.png`` tiles; TileJSON gives the format asked for; other formats are a 400 naming the choices."""
+    acq = run_doc["acquisitions"][0]["id"]
+    tj = requests.get(f"{server.url}/runs/wide/{acq}/{layer}/tilejson.json?format=webp&opacity=0.6", timeout=30).json()
+    assert tj["tiles"][0].endswith("/tiles/{z}/{x}/{y}.webp?opacity=0.6"), tj["tiles"]
+    lon, lat = tj["center"][:2]
+    tile = TMS.tile(lon, lat, tj["maxzoom"])
+    png = _png(requests.get(_tile_url(server, acq, layer, tile) + "?opacity=0.6", timeout=30))
+    resp = requests.get(_tile_url(server, acq, layer, tile).replace(".png", ".webp") + "?opacity=0.6", timeout=30)
+    assert resp.status_code == 200 and resp.headers["content-type"] == "image/webp"
+    webp = np.asarray(Image.open(io.BytesIO(resp.content)).convert("RGBA"))
+    seen = png[..., 3] > 0  # colour under fully transparent pixels is not kept by WebP (nothing shows there)
+    assert seen.any() and np.array_equal(webp[seen], png[seen]) and np.array_equal(webp[..., 3], png[..., 3])
+    bad = requests.get(_tile_url(server, acq, layer, tile).replace(".png", ".gif"), timeout=30)
+    assert bad.status_code == 400 and "png" in bad.json()["detail"] and "webp" in bad.json()["detail"], bad.text
+
+
 def test_tilejson_urls_carry_the_prefix_a_proxy_stripped(server: TilesServer, run_doc: dict[str, Any]):
     """Behind a proxy that strips its path prefix and says so in ``X-Forwarded-Prefix``, TileJSON's tile URLs
     carry the prefix again; a header that is not a plain path is ignored."""
