@@ -20,7 +20,7 @@ import logging
 import math
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Mapping, Optional, Protocol
+from typing import Any, Callable, Mapping, Optional, Protocol, Sequence
 
 import cv2
 import numpy as np
@@ -110,30 +110,40 @@ def _block_sum(a: np.ndarray, factor: int, dtype: type) -> np.ndarray:
     return out
 
 
-def block_mean(dn: np.ndarray, factor: int) -> tuple[np.ndarray, np.ndarray]:
+def block_mean(dn: np.ndarray | Sequence[np.ndarray], factor: int) -> tuple[np.ndarray, np.ndarray]:
     """Average uint16 DN (B, h, W) over ``factor`` × ``factor`` blocks of valid pixels, to the nearest DN.
 
     Returns the mean DN, uint16 (B, ceil(h/f), ceil(W/f)) (0 where a block has no valid pixel; the
     rounding, half a DN = 0.00005 reflectance, is below the data's own quantum, as SNAP's mean
     downsampling of integer rasters), and the blocks with any valid pixel. A pixel is valid when
     every band is non-zero (the stacking writes all bands or none). Sums are exact integers; blocks
-    past the edge use the pixels they have.
+    past the edge use the pixels they have. ``dn`` may be a sequence of (h, W) bands (views of a
+    larger stack): they are taken one at a time, so that no copy of all of them is made.
     """
-    valid = (dn != 0).all(axis=0)
+    bands = list(dn)
+    valid = bands[0] != 0
+    for band in bands[1:]:
+        valid &= band != 0
     if factor == 1:
-        return dn, valid
-    if not valid.all():
-        dn = dn * valid  # a pixel missing in one band counts in none
-    b, h, w = dn.shape
-    ph, pw = (-h) % factor, (-w) % factor
-    if ph or pw:
-        dn = np.pad(dn, ((0, 0), (0, ph), (0, pw)))
-        valid = np.pad(valid, ((0, ph), (0, pw)))
-    count = _block_sum(valid.view(np.uint8), factor, np.uint32)
-    total = _block_sum(dn, factor, np.uint32)
-    total += count // 2
-    total //= np.maximum(count, 1)
-    return total.astype(np.uint16), count > 0
+        return (dn if isinstance(dn, np.ndarray) else np.stack(bands)), valid
+    h, w = valid.shape
+    pad = ((0, (-h) % factor), (0, (-w) % factor))
+
+    def padded(a: np.ndarray) -> np.ndarray:  # blocks past the edge: zeros, which count as no data
+        return np.pad(a, pad) if pad[0][1] or pad[1][1] else a
+
+    every = bool(valid.all())
+    count = _block_sum(padded(valid).view(np.uint8), factor, np.uint32)
+    half, denominator = count // 2, np.maximum(count, 1)
+    out = np.empty((len(bands), *count.shape), dtype=np.uint16)
+    for i, band in enumerate(bands):
+        if not every:
+            band = np.where(valid, band, 0)  # a pixel missing in one band counts in none
+        total = _block_sum(padded(band), factor, np.uint32)
+        total += half
+        total //= denominator
+        out[i] = total
+    return out, count > 0
 
 
 def reflectance(mean_dn: np.ndarray) -> np.ndarray:
@@ -290,24 +300,35 @@ class StripFeed:
         return np.unpackbits(self._valid_bits, axis=1, count=self.width).view(bool)
 
     def add(self, r0: int, data: np.ndarray) -> None:
-        """The next strip of the raster as written: uint16 DN (bands, rows, W) starting at row ``r0``."""
+        """The next strip of the raster as written: uint16 DN (bands, rows, W) starting at row ``r0``.
+
+        The model's bands are taken as views of the strip, one at a time: no copy of the strip is made
+        (only rows that do not yet fill a block are kept for the next strip)."""
         self._valid_bits[r0:r0 + data.shape[1]] = np.packbits(raster_valid(data), axis=1)
         for plan in self._plans:
-            part = data[list(plan.index)]
+            bands = [data[i] for i in plan.index]
             first = r0
-            if plan.name in self._carry:
+            if plan.name in self._carry:  # complete the block row that the last strip began
                 first, waiting = self._carry.pop(plan.name)
-                part = np.concatenate([waiting, part], axis=1)
-            end = first + part.shape[1]
-            whole = part.shape[1] if end >= self.height else part.shape[1] // plan.factor * plan.factor
-            if whole < part.shape[1]:
-                self._carry[plan.name] = (first + whole, part[:, whole:].copy())
-            if whole:
-                mean_dn, ok = block_mean(part[:, :whole], plan.factor)
-                b0 = first // plan.factor
-                given = self.inputs[plan.name]
-                given.mean_dn[:, b0:b0 + mean_dn.shape[1]] = mean_dn
-                given.valid[b0:b0 + ok.shape[0]] = ok
+                need = min(plan.factor - waiting.shape[1], data.shape[1])
+                self._take(plan, first, [np.concatenate([w, b[:need]]) for w, b in zip(waiting, bands)])
+                bands, first = [b[need:] for b in bands], r0 + need
+            self._take(plan, first, bands)
+
+    def _take(self, plan: ModelPlan, first: int, bands: list[np.ndarray]) -> None:
+        """Block means of rows ``first…`` (starting a block row); rows that do not fill a block wait."""
+        n = bands[0].shape[0]
+        if n == 0:
+            return
+        whole = n if first + n >= self.height else n // plan.factor * plan.factor
+        if whole < n:
+            self._carry[plan.name] = (first + whole, np.stack([b[whole:] for b in bands]))
+        if whole:
+            mean_dn, ok = block_mean([b[:whole] for b in bands], plan.factor)
+            b0 = first // plan.factor
+            given = self.inputs[plan.name]
+            given.mean_dn[:, b0:b0 + mean_dn.shape[1]] = mean_dn
+            given.valid[b0:b0 + ok.shape[0]] = ok
 
 
 def run_models(

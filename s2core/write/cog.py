@@ -191,12 +191,16 @@ class StripDataset:
         if (win.col_off, win.width) != (0, self.width) or int(win.row_off) != self._next_row:
             self._give_up()
             return
-        for b, band in zip(bands, arr):
-            self._strip[b] = band
-        if len(self._strip) == self.count:
+        if bands == list(range(1, self.count + 1)) and not self._strip:  # the whole strip at once: no copy
+            self.pyramid.add(arr)
+        else:
+            for b, band in zip(bands, arr):
+                self._strip[b] = band
+            if len(self._strip) < self.count:
+                return
             self.pyramid.add(np.stack([self._strip[b] for b in range(1, self.count + 1)]))
             self._strip = {}
-            self._next_row += int(win.height)
+        self._next_row += int(win.height)
 
     def _give_up(self) -> None:
         assert self.pyramid is not None
