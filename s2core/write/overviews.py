@@ -50,21 +50,41 @@ def halve(rows: np.ndarray, resampling: str, nodata: Optional[float]) -> np.ndar
     rows = rows[:, : h // 2 * 2, : w // 2 * 2]
     if resampling == "nearest":
         return np.ascontiguousarray(rows[:, 0::2, 0::2])
-    out = np.empty((b, rows.shape[1] // 2, rows.shape[2] // 2), dtype=rows.dtype)
+    h2, w2 = rows.shape[1] // 2, rows.shape[2] // 2
+    out = np.empty((b, h2, w2), dtype=rows.dtype)
+    fill = nodata if nodata is not None else 0
     for i, band in enumerate(rows):
         holes = None if nodata is None else (band == nodata)
-        if (holes is None or not holes.any()) and band.dtype in (np.uint8, np.uint16):
-            out[i] = cv2.resize(band, (out.shape[2], out.shape[1]), interpolation=cv2.INTER_AREA)
+        if band.dtype not in (np.uint8, np.uint16):
+            out[i] = _block_means(band, holes, fill, band.dtype)
             continue
-        if holes is None:
-            holes = np.zeros(band.shape, dtype=bool)
-        data = np.where(holes, 0, band).astype(np.int64)
-        have = (~holes).astype(np.uint8)
-        total = data[0::2, 0::2] + data[1::2, 0::2] + data[0::2, 1::2] + data[1::2, 1::2]
-        count = have[0::2, 0::2] + have[1::2, 0::2] + have[0::2, 1::2] + have[1::2, 1::2]
-        mean = (total + count // 2) // np.maximum(count, 1)
-        out[i] = np.where(count > 0, mean, nodata if nodata is not None else 0).astype(rows.dtype)
+        # OpenCV's 2 x 2 area average of 8/16-bit integers is (a + b + c + d + 2) >> 2: the mean below, exactly
+        out[i] = cv2.resize(band, (w2, h2), interpolation=cv2.INTER_AREA)
+        if holes is None or not holes.any():
+            continue
+        # blocks with nodata pixels (the edges of the data, in most real tiles): their mean over the others.
+        # 64 per hole averages to 16 per hole: the count of holes of each block
+        gone = cv2.resize(holes.view(np.uint8) * np.uint8(64), (w2, h2), interpolation=cv2.INTER_AREA) // 16
+        out[i][gone == 4] = fill
+        where = np.nonzero((gone > 0) & (gone < 4))  # a thin line along the edges of the data
+        r, c = 2 * where[0], 2 * where[1]
+        quad = [(r, c), (r + 1, c), (r, c + 1), (r + 1, c + 1)]
+        total = sum(np.where(holes[q], 0, band[q].astype(np.int64)) for q in quad)
+        count = 4 - gone[where].astype(np.int64)
+        out[i][where] = np.where(count > 0, (total + count // 2) // np.maximum(count, 1), fill)
     return out
+
+
+def _block_means(band: np.ndarray, holes: Optional[np.ndarray], fill: float, dtype: np.dtype) -> np.ndarray:
+    """2 x 2 block means of valid pixels of any integer band, rounded half up (``fill`` where none is valid)."""
+    if holes is None:
+        holes = np.zeros(band.shape, dtype=bool)
+    data = np.where(holes, 0, band).astype(np.int64)
+    have = (~holes).astype(np.uint8)
+    total = data[0::2, 0::2] + data[1::2, 0::2] + data[0::2, 1::2] + data[1::2, 1::2]
+    count = have[0::2, 0::2] + have[1::2, 0::2] + have[0::2, 1::2] + have[1::2, 1::2]
+    mean = (total + count // 2) // np.maximum(count, 1)
+    return np.where(count > 0, mean, fill).astype(dtype)
 
 
 class Pyramid:
