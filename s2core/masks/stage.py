@@ -18,6 +18,7 @@ from __future__ import annotations
 import functools
 import logging
 import math
+import threading
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Mapping, Optional, Protocol, Sequence
@@ -288,6 +289,10 @@ class StripFeed:
                 self._plans.append(plan)
         self._carry: dict[str, tuple[int, np.ndarray]] = {}  # rows not yet a whole block: (first row, DN)
         self.height = grid.height
+        # the models' sessions are made (OpenVINO compiles for this CPU: about 1 s) while the strips stream
+        self._warm = threading.Thread(target=_warm_sessions, args=([p.card for p in plans],), name="s2warm",
+                                      daemon=True)
+        self._warm.start()
 
     @property
     def complete(self) -> bool:
@@ -329,6 +334,15 @@ class StripFeed:
             given = self.inputs[plan.name]
             given.mean_dn[:, b0:b0 + mean_dn.shape[1]] = mean_dn
             given.valid[b0:b0 + ok.shape[0]] = ok
+
+
+def _warm_sessions(cards: list[ModelCard]) -> None:
+    """Create (and cache) the sessions of ``cards`` ahead of their use; a failure is raised again there."""
+    for card in cards:
+        try:
+            get_session(card)
+        except Exception as exc:  # noqa: BLE001 - the masks stage asks again and reports it
+            log.debug("warming the session of %s failed: %s", card.name, exc)
 
 
 def run_models(

@@ -9,6 +9,7 @@ from __future__ import annotations
 import errno
 import os
 import shutil
+import threading
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -17,14 +18,13 @@ from typing import Any, Iterator, Mapping, Optional, Sequence
 import numpy as np
 import rasterio
 from rasterio.errors import RasterioError
-from rasterio.windows import Window
 from rasterio.shutil import copy as rio_copy
+from rasterio.windows import Window
 
 from s2core.errors import DiskFull, OutputWriteError
+from s2core.model.grid import Grid
 from s2core.runfolder.atomic import tmp_path
 from s2core.write.overviews import Pyramid, with_overviews
-from s2core.model.grid import Grid
-
 
 #: Rows per strip when a raster is streamed (masks stage, cloud-to-NoData rewrite).
 STRIP_ROWS = 1024
@@ -248,7 +248,25 @@ def cog_strip_writer(path: Path, grid: Grid, count: int, dtype: str, **meta: Any
         if pyramid is not None:
             pyramid.discard()
         vrt.unlink(missing_ok=True)
-        scratch.unlink(missing_ok=True)
+        remove_soon(scratch)
+
+
+#: Scratch files at least this large are removed in the background (:func:`remove_soon`).
+REMOVE_IN_BACKGROUND_BYTES = 256 << 20
+
+
+def remove_soon(path: Path) -> None:
+    """Remove a scratch file; a large one in the background: the kernel takes about a second to free the page
+    cache of a whole tile's 2.9 GB, which the run need not wait for (a file left by a killed process is a
+    ``.part`` file, swept by the next run)."""
+    try:
+        size = path.stat().st_size
+    except OSError:
+        return
+    if size < REMOVE_IN_BACKGROUND_BYTES:
+        path.unlink(missing_ok=True)
+    else:
+        threading.Thread(target=path.unlink, kwargs={"missing_ok": True}, name="s2unlink", daemon=True).start()
 
 
 def read_cog_info(path: Path) -> dict[str, Any]:
