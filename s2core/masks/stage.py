@@ -289,10 +289,6 @@ class StripFeed:
                 self._plans.append(plan)
         self._carry: dict[str, tuple[int, np.ndarray]] = {}  # rows not yet a whole block: (first row, DN)
         self.height = grid.height
-        # the models' sessions are made (OpenVINO compiles for this CPU: about 1 s) while the strips stream
-        self._warm = threading.Thread(target=_warm_sessions, args=([p.card for p in plans],), name="s2warm",
-                                      daemon=True)
-        self._warm.start()
 
     @property
     def complete(self) -> bool:
@@ -310,6 +306,11 @@ class StripFeed:
         The model's bands are taken as views of the strip, one at a time: no copy of the strip is made
         (only rows that do not yet fill a block are kept for the next strip)."""
         self._valid_bits[r0:r0 + data.shape[1]] = np.packbits(raster_valid(data), axis=1)
+        if r0 + data.shape[1] >= self.height:
+            # the last strip: the models' sessions are made (OpenVINO compiles for this CPU, about 1 s) while
+            # the raster's COG is written, when the strips' memory is free again
+            threading.Thread(target=_warm_sessions, args=([p.card for p in self.plans],), name="s2warm",
+                             daemon=True).start()
         for plan in self._plans:
             bands = [data[i] for i in plan.index]
             first = r0
