@@ -119,6 +119,7 @@ def main() -> None:
             import shutil
 
             shutil.rmtree(out / mode)
+        os.sync()  # the last run's gigabytes of writes are on disk: a run is not timed behind their writeback
         t0 = time.monotonic()
         done = subprocess.Popen([sys.executable, "-c", CHILD, str(safe), str(out), mode], cwd=ROOT,
                                 stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)

@@ -19,6 +19,7 @@ import functools
 import logging
 import math
 import threading
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Mapping, Optional, Protocol, Sequence
@@ -531,9 +532,13 @@ def mask_acquisition(
             win = Window(0, r0, grid.width, r1 - r0)
             cds.write(quantize(cloud, v), 1, window=win)
             sds.write(quantize(shadow, v), 1, window=win)
-    for run in runs:  # inference-grid probabilities are no longer needed
-        run.probs = np.empty((0, 0, 0), dtype=np.float32)
-    check = shadow_check(options, cloud_hit, shadow_hit, product_mask, angles, grid, context)
+        for run in runs:  # inference-grid probabilities are no longer needed
+            run.probs = np.empty((0, 0, 0), dtype=np.float32)
+        # the shadow check (NumPy and OpenCV, one core) runs while GDAL compresses the probabilities' COGs
+        checking = ThreadPoolExecutor(max_workers=1, thread_name_prefix="s2check")
+        pending = checking.submit(shadow_check, options, cloud_hit, shadow_hit, product_mask, angles, grid, context)
+        checking.shutdown(wait=False)
+    check = pending.result()
     merged = merge_flags(cloud_hit, shadow_hit, product_mask, params, valid, check.possible)
     del cloud_hit, shadow_hit, valid, check.possible
     classes = ";".join(f"{k}={v}" for k, v in MASK_CLASSES.items())
