@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import weakref
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
@@ -25,12 +26,13 @@ class TileGate:
     slots: int = field(default_factory=lambda: max(2, os.cpu_count() or 2))
     drawn: int = 0
     abandoned: int = 0
-    _semaphores: dict[int, asyncio.Semaphore] = field(default_factory=dict, repr=False)
+    _semaphores: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, asyncio.Semaphore] = field(
+        default_factory=weakref.WeakKeyDictionary, repr=False)
 
     @asynccontextmanager
     async def slot(self) -> AsyncIterator[None]:
         """Hold one drawing slot (one semaphore per event loop: a test client may run its own loop)."""
-        loop = id(asyncio.get_running_loop())
+        loop = asyncio.get_running_loop()
         semaphore = self._semaphores.get(loop)
         if semaphore is None:
             semaphore = self._semaphores[loop] = asyncio.Semaphore(self.slots)
