@@ -58,9 +58,16 @@ class Style:
     opacity: float = 1.0
 
 
+def outside_fill(layer: Layer) -> Optional[int]:
+    """The value of pixels outside the file: :data:`OUTSIDE` for class layers that draw their nodata class
+    (which is then data), else None (the file's own nodata)."""
+    return OUTSIDE if layer.kind == "categorical" and layer.draw_nodata else None
+
+
 def reader_options(layer: Layer) -> dict[str, object]:
-    """rio-tiler Reader options: class layers that draw nodata read it as data (outside = OUTSIDE)."""
-    return {"nodata": OUTSIDE} if layer.kind == "categorical" and layer.draw_nodata else {}
+    """rio-tiler Reader options that read ``layer`` as :func:`read_tile` does (:func:`outside_fill`)."""
+    fill = outside_fill(layer)
+    return {} if fill is None else {"nodata": fill}
 
 
 @contextmanager
@@ -240,7 +247,7 @@ def read_tile(layer: Layer, path: Path, bands: list[str], tms: TileMatrixSet,
               x: int, y: int, z: int, tilesize: int, versus: Optional[Path] = None) -> ImageData:
     """The tile's pixels (see :func:`_warp`); a comparison layer reads ``versus`` too and gives the
     :func:`~tiles_server.layers.disagreement` codes."""
-    fill = OUTSIDE if layer.kind == "categorical" and layer.draw_nodata else None
+    fill = outside_fill(layer)
     image = _warp(path, tms, x, y, z, tilesize, layer.band_indexes(bands), fill)
     if versus is None:
         return image

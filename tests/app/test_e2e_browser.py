@@ -86,13 +86,8 @@ def app_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str, Pat
     root = tmp_path_factory.mktemp("e2e-runs")
     tmp = tmp_path_factory.mktemp("nginx")
     app_port = free_port()
-    env = {**os.environ, "S2_RUNS_DIR": str(root), "S2_CATALOG_ROOTS": str(SHARED)}
-    env.pop("S2_TILES_URL", None)
     log = open(root.parent / "streamlit.log", "w")
-    app = subprocess.Popen(
-        [sys.executable, "-m", "streamlit", "run", "app.py", "--server.port", str(app_port),
-         "--server.address", "127.0.0.1", "--server.headless", "true", "--server.baseUrlPath", PREFIX.strip("/"),
-         "--server.fileWatcherType", "none"], cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT)
+    app = _start_app(root, app_port, log, PREFIX)
     with _proxy(tmp, app_port, PREFIX) as url:
         try:
             _wait_for(f"http://127.0.0.1:{app_port}{PREFIX}/_stcore/health", "streamlit")
@@ -102,6 +97,29 @@ def app_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str, Pat
             app.terminate()
             app.wait(timeout=20)
             log.close()
+
+
+def _start_app(root: Path, port: int, log: Any, base_path: str = "") -> subprocess.Popen:
+    """The app's one command on 127.0.0.1:``port`` over the runs in ``root`` (local catalogs: the shared data)."""
+    env = {**os.environ, "S2_RUNS_DIR": str(root), "S2_CATALOG_ROOTS": str(SHARED)}
+    env.pop("S2_TILES_URL", None)
+    base = ["--server.baseUrlPath", base_path.strip("/")] if base_path else []
+    return subprocess.Popen(
+        [sys.executable, "-m", "streamlit", "run", "app.py", "--server.port", str(port), "--server.address",
+         "127.0.0.1", "--server.headless", "true", *base, "--server.fileWatcherType", "none"], cwd=ROOT, env=env,
+        stdout=log, stderr=subprocess.STDOUT)
+
+
+def _tile_page(browser: Any, blocked: list[str]) -> tuple[Any, Any, list[tuple[str, int, str]]]:
+    """A context reaching the proxy only (:func:`_context`), its page, and the tile responses it receives
+    (url, status, content type)."""
+    context = _context(browser, blocked)
+    page = context.new_page()
+    page.set_default_timeout(60_000)
+    responses: list[tuple[str, int, str]] = []
+    page.on("response", lambda r: responses.append((r.url, r.status, r.headers.get("content-type", "")))
+            if "/tiles/runs/" in r.url else None)
+    return context, page, responses
 
 
 @contextlib.contextmanager
@@ -193,12 +211,7 @@ def test_draw_search_run_compare_export(browser: Any, app_url: tuple[str, Path])
 
     url, root = app_url
     blocked: list[str] = []
-    context = _context(browser, blocked)
-    page = context.new_page()
-    page.set_default_timeout(60_000)
-    responses: list[tuple[str, int, str]] = []
-    page.on("response", lambda r: responses.append((r.url, r.status, r.headers.get("content-type", "")))
-            if "/tiles/runs/" in r.url else None)
+    context, page, responses = _tile_page(browser, blocked)
 
     # home: the navigation names the pages
     page.goto(f"{url}/")
@@ -369,24 +382,14 @@ def test_behind_a_proxy_that_strips_its_prefix(browser: Any, tmp_path_factory: p
         masks={}))
     assert manifest.status == "completed", manifest.error
     app_port = free_port()
-    env = {**os.environ, "S2_RUNS_DIR": str(root), "S2_CATALOG_ROOTS": str(SHARED)}
-    env.pop("S2_TILES_URL", None)
     with open(root.parent / "streamlit-strip.log", "w") as log:
-        app = subprocess.Popen(
-            [sys.executable, "-m", "streamlit", "run", "app.py", "--server.port", str(app_port), "--server.address",
-             "127.0.0.1", "--server.headless", "true", "--server.fileWatcherType", "none"], cwd=ROOT, env=env,
-            stdout=log, stderr=subprocess.STDOUT)
+        app = _start_app(root, app_port, log)
         try:
             with _proxy(tmp, app_port, STRIP_PREFIX, strip=True) as url:
                 _wait_for(f"http://127.0.0.1:{app_port}/_stcore/health", "streamlit")
                 _wait_for(f"{url}/_stcore/health", "nginx")
                 blocked: list[str] = []
-                context = _context(browser, blocked)
-                page = context.new_page()
-                page.set_default_timeout(60_000)
-                responses: list[tuple[str, int, str]] = []
-                page.on("response", lambda r: responses.append((r.url, r.status, r.headers.get("content-type", "")))
-                        if "/tiles/runs/" in r.url else None)
+                context, page, responses = _tile_page(browser, blocked)
                 page.goto(f"{url}/Compare")
                 expect(page.get_by_text("Overall agreement")).to_be_visible(timeout=120_000)
                 page.wait_for_timeout(3000)
