@@ -165,9 +165,12 @@ class DatasetPool:
             self._cond.notify_all()
 
     def _evict(self) -> None:
+        newest = next(reversed(self._free), None)  # the key just used
         for key in list(self._free):
-            if len(self._free) <= self.keys:
-                return
+            # beyond the limit, or an older version of the file just used (a run rewritten: free its old file)
+            stale = newest is not None and key[0] == newest[0] and key[1] != newest[1]
+            if len(self._free) <= self.keys and not stale:
+                continue
             if len(self._free[key]) == self._count.get(key, 0):  # nobody is using it
                 for ds in self._free.pop(key):
                     ds.close()
