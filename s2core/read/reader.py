@@ -55,6 +55,11 @@ GDAL_HTTP_OPTIONS: dict[str, Any] = {
     "CPL_VSIL_CURL_USE_HEAD": "YES",
     "VSI_CACHE": "TRUE",
     "CPL_VSIL_NETWORK_STATS_ENABLED": "YES",
+    # a window's tiles are fetched in one batch of ranges, up to this many bytes (GDAL's default: 10 MB);
+    # tiles beyond it were read one by one with /vsicurl/'s growing read-ahead, which fetched up to 2 MB
+    # past them (a 20 x 20 km AOI of 1024² DEFLATE tiles: 9 tiles of ~1.3 MB per band). A strip of 1024
+    # rows across a whole 10980² band touches at most 22 tiles (~30 MB)
+    "GDAL_MAX_RAW_BLOCK_CACHE_SIZE": str(64 << 20),
 }
 
 RESAMPLING = {
