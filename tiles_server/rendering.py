@@ -1,4 +1,5 @@
-"""tiles_server.rendering: read a Web Mercator tile with rio-tiler and draw it as an RGBA PNG."""
+"""tiles_server.rendering: read a Web Mercator tile of a run's file (GDAL warps it at the tile's own pixel size,
+from pooled open datasets) and draw it as an RGBA PNG or WebP."""
 
 from __future__ import annotations
 
@@ -87,17 +88,6 @@ def stamp(path: Path) -> Stamp:
     """The version of the file at ``path``: caches and open datasets are per version."""
     st = path.stat()
     return (st.st_ino, st.st_mtime_ns, st.st_size)
-
-
-@functools.lru_cache(maxsize=256)
-def _native_minzoom(path: str, version: Stamp, tms_id: str) -> int:
-    with open_layer(Path(path), TMS.get(tms_id)) as reader:
-        return int(reader.minzoom)
-
-
-def native_minzoom(path: Path, tms: TileMatrixSet = WEB_MERCATOR_TMS) -> int:
-    """The coarsest zoom at which the layer's own overviews still cover a tile (cached per file version)."""
-    return _native_minzoom(str(path), stamp(path), tms.id)
 
 
 #: The most source pixels one tile may read, at the overview level chosen for it. A tile of a run's own files
@@ -196,16 +186,24 @@ class _FileInfo:
     levels: tuple[float, ...]  # pixel size (file units) at full resolution, then at each overview
     bounds: tuple[float, float, float, float]  # the file's footprint in the tile matrix set's CRS
     scale: float  # file units per unit of the tile matrix set's CRS, there (Web Mercator's stretch)
+    minzoom: int  # rio-tiler's: the coarsest zoom at which the file's own overviews still cover a tile
 
 
 @functools.lru_cache(maxsize=256)
 def _file_info(path: str, version: Stamp, tms_id: str) -> _FileInfo:
-    crs = TMS.get(tms_id).rasterio_crs
-    with rasterio.Env(**READ_ENV), rasterio.open(path, driver="GTiff") as ds:
-        bounds = transform_bounds(ds.crs, crs, *ds.bounds, densify_pts=21)
+    """What tiles need to know of a file version (one open per version)."""
+    tms = TMS.get(tms_id)
+    with open_layer(Path(path), tms) as reader:
+        ds = reader.dataset
+        bounds = transform_bounds(ds.crs, tms.rasterio_crs, *ds.bounds, densify_pts=21)
         levels = tuple(abs(ds.transform.a) * f for f in (1, *ds.overviews(1)))
         scale = (ds.bounds.right - ds.bounds.left) / (bounds[2] - bounds[0])
-        return _FileInfo(ds.crs, ds.nodata, levels, bounds, scale)
+        return _FileInfo(ds.crs, ds.nodata, levels, bounds, scale, int(reader.minzoom))
+
+
+def native_minzoom(path: Path, tms: TileMatrixSet = WEB_MERCATOR_TMS) -> int:
+    """The coarsest zoom at which the layer's own overviews still cover a tile (cached per file version)."""
+    return _file_info(str(path), stamp(path), tms.id).minzoom
 
 
 def _warp(path: Path, tms: TileMatrixSet, x: int, y: int, z: int, tilesize: int, indexes: tuple[int, ...],

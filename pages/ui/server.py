@@ -52,10 +52,7 @@ def navigation_only() -> None:
 
 def routes(settings: Settings) -> list[BaseRoute]:
     """The routes served beside Streamlit's: the tile server and the static assets."""
-    from tiles_server.app import (  # lazy: only the server process mounts it
-        ServerSettings,
-        create_app,
-    )
+    from tiles_server.app import ServerSettings, create_app  # lazy: only the server process mounts it
 
     base = base_path()
     tiles = create_app(ServerSettings(root=settings.runs_dir.resolve(), cors_origins=()))
