@@ -212,8 +212,7 @@ def cmd_preprocess(args: argparse.Namespace) -> int:
     except KeyboardInterrupt:
         cancel.cancel()
         bar.close()
-        print(f"error: interrupted: run {request.run_id} keeps its completed acquisitions; the same command with "
-              f"--run-id {request.run_id} resumes it.", file=sys.stderr)
+        print(_interrupted([request.run_id], request.run_id), file=sys.stderr)
         return 130
     finally:
         bar.close()
@@ -225,12 +224,15 @@ def _cmd_batch(args: argparse.Namespace) -> int:
     from s2core.run.batch import split_features  # lazy: a command loads its stage only when it runs (--help and usage errors stay instant)
     base = args.run_id or new_run_id()
     requests = [_request_from_args(args, aoi=geom, run_id=f"{base}-{name}") for name, geom in split_features(args.aoi)]
-    return _run_all(args, requests)
+    return _run_all(args, requests, resume_id=base)
 
 
 def _cmd_safe(args: argparse.Namespace) -> int:
-    """Local SAFE products: with --aoi one run over those that cover it, else one run per product."""
-    return _run_all(args, _safe_requests(args, ("start", "end", "run_id")))
+    """Local SAFE products: with --aoi one run over those that cover it, else one run per product (named after
+    it, so that the same command resumes it)."""
+    if args.aoi and not args.run_id:  # fixed here, so that an interrupted run can be named to resume it
+        args.run_id = new_run_id()
+    return _run_all(args, _safe_requests(args, ("start", "end", "run_id")), resume_id=args.run_id)
 
 
 def _safe_requests(args: argparse.Namespace, given: tuple[str, ...]) -> list:
@@ -241,13 +243,18 @@ def _safe_requests(args: argparse.Namespace, given: tuple[str, ...]) -> list:
     return safe_requests(args.input, args.aoi, **extra, **_params(args))
 
 
-def _run_all(args: argparse.Namespace, requests: list) -> int:
-    """Several runs behind one progress bar; a summary per run."""
+def _run_all(args: argparse.Namespace, requests: list, resume_id: Optional[str] = None) -> int:
+    """Several runs behind one progress bar; a summary per run. ``resume_id``: the ``--run-id`` that resumes
+    them after an interruption (None: the same command does)."""
     from s2core.run.batch import preprocess_batch  # lazy: a command loads its stage only when it runs (--help and usage errors stay instant)
 
     bar = _Bar(enabled=not args.quiet)
     try:
         results = preprocess_batch(requests, progress=bar, scheduler=args.scheduler, workers=args.workers)
+    except KeyboardInterrupt:
+        bar.close()
+        print(_interrupted([r.run_id for r in requests if r.run_id], resume_id), file=sys.stderr)
+        return 130
     finally:
         bar.close()
     if len(results) == 1 and results[0].manifest is None:  # one run that could not start: a plain error
@@ -261,6 +268,16 @@ def _run_all(args: argparse.Namespace, requests: list) -> int:
         else:
             code = max(code, _summary(req, res.manifest))
     return code
+
+
+def _interrupted(run_ids: list[str], resume_id: Optional[str]) -> str:
+    """The one line for a run (or runs) stopped by Ctrl-C or SIGTERM: what is kept and how to resume."""
+    if len(run_ids) == 1:
+        which, them = f"run {run_ids[0]} keeps its", "it"
+    else:
+        which, them = f"runs {', '.join(run_ids[:3])}{', …' if len(run_ids) > 3 else ''} keep their", "them"
+    how = f"the same command with --run-id {resume_id}" if resume_id else "the same command"
+    return f"error: interrupted: {which} completed acquisitions; {how} resumes {them}."
 
 
 def _summary(request, manifest) -> int:  # noqa: ANN001

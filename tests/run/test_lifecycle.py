@@ -111,3 +111,27 @@ def test_other_parameters_are_refused_and_a_wider_date_range_extends_the_run(tmp
                            timeout=300)
     assert other.returncode == 2 and "other parameters (masks.dilation)" in other.stderr, other.stderr
     _resume_and_check(tmp_path, "e", kept)
+
+
+def test_a_stopped_run_of_a_local_product_says_that_the_same_command_resumes_it(tmp_path: Path):
+    """--input runs are named after their product: the one-line message says so, and the same command resumes."""
+    from tests.safe_products import build_rkh_l2a, rkh_window
+
+    safe = build_rkh_l2a(tmp_path / "in", rkh_window(1080, 0, 0))
+    out = tmp_path / "out"
+    cmd = [sys.executable, "-m", "s2core", "-q", "run", "--input", str(safe), "--resolution", "20", "--out", str(out)]
+    proc = subprocess.Popen(cmd, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    deadline = time.monotonic() + 120
+    while not list(out.glob("*/manifest.json")):  # the run has started
+        assert proc.poll() is None, proc.communicate()
+        assert time.monotonic() < deadline, "the run did not start in 2 minutes"
+        time.sleep(0.02)
+    proc.send_signal(signal.SIGTERM)
+    _, err = proc.communicate(timeout=60)
+    run_id = safe.name.removesuffix(".SAFE")
+    assert proc.returncode == 130, err
+    assert f"run {run_id} keeps its completed acquisitions; the same command resumes it." in err, err
+    assert "Traceback" not in err and not list(out.rglob("*.part"))
+    again = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=600)
+    assert again.returncode == 0, again.stderr
+    assert _manifest(out, run_id)["status"] == "completed"
