@@ -17,6 +17,7 @@ import random
 import threading
 import time
 import warnings
+from contextlib import nullcontext
 from dataclasses import dataclass
 from typing import Any, Literal, Optional
 from urllib.parse import urlparse
@@ -36,7 +37,7 @@ from s2core.model.scene import Signer, no_signing
 from s2core.errors import AssetReadError, AssetTimeout
 from s2core.read.gdal_mem import open_array
 from s2core.model.grid import Grid
-from s2core.read.resampling import downsample, downsample_flags
+from s2core.read.resampling import downsample, downsample_flags, upsample
 
 log = logging.getLogger(__name__)
 
@@ -362,7 +363,9 @@ _CHUNK = 256
 def _subdivided_read(src: Any, grid: Grid, sub: tuple[int, int, int], src_nodata: Optional[float],
                      method: Resampling, band: int, dtype: Any,
                      cache: Optional[tuple[BlockRowCache, str]] = None) -> Optional[np.ndarray]:
-    """Upsample by a whole factor with GDAL's resampled RasterIO instead of the warper (5-10x faster).
+    """Upsample by a whole factor from the asset's own pixels instead of the warper: bicubic with GDAL's
+    resampled RasterIO (5-10x faster than the warper), nearest and bilinear with :func:`upsample` (25x
+    faster than that).
 
     Only the asset pixels under the grid (plus the kernel's margin) are read, at their own
     resolution, and resampled from memory by blocks of :data:`_CHUNK` asset pixels anchored on the
@@ -403,15 +406,18 @@ def _subdivided_read(src: Any, grid: Grid, sub: tuple[int, int, int], src_nodata
                        min(src.width, xs[-1] // k + _CHUNK + margin) - left), dtype=native.dtype)
     canvas[r0 - top: r1 - top, c0 - left: c1 - left] = native
     del native
-    with open_array(canvas) as mem:
+    ours = method in (Resampling.nearest, Resampling.bilinear)  # computed here; bicubic: GDAL's RasterIO
+    with (nullcontext() if ours else open_array(canvas)) as mem:
         for ya in ys:
             yb = min(ya + step, height)
             a, b = max(g0, ya - row), min(g1, yb - row)
             for xa in xs:
                 xb = min(xa + step, width)
                 c, d = max(h0, xa - col), min(h1, xb - col)
-                block = mem.read(1, window=Window(xa // k - left, ya // k - top, (xb - xa) // k, (yb - ya) // k),
-                                 out_shape=(yb - ya, xb - xa), resampling=method, out_dtype=dtype)
+                box = (ya // k - top, xa // k - left, (yb - ya) // k, (xb - xa) // k)
+                block = (upsample(canvas, k, method.name, box, dtype) if ours else
+                         mem.read(1, window=Window(box[1], box[0], box[3], box[2]), out_shape=(yb - ya, xb - xa),
+                                  resampling=method, out_dtype=dtype))
                 part = block[a - (ya - row): b - (ya - row), c - (xa - col): d - (xa - col)]
                 if method != Resampling.nearest and dtype != np.float32:
                     part[part == 0] = 1  # a bicubic undershoot is data, not nodata (as the warper does)

@@ -150,3 +150,45 @@ def test_cli_passes_resampling_options():
                                       "--flag-downsampling", "flag_or", "--upsampling", "bicubic"])
     req = _request_from_args(args)
     assert (req.upsampling, req.downsampling, req.flag_downsampling) == ("bicubic", "median", "flag_or")
+
+
+def _gdal_upsampled(arr: np.ndarray, factor: int, method: str, box: tuple[int, int, int, int],
+                    dtype: type) -> np.ndarray:
+    """GDAL's resampled RasterIO of ``box`` over the same array (what :func:`upsample` replaces)."""
+    from rasterio.enums import Resampling
+    from rasterio.windows import Window
+
+    from s2core.read.gdal_mem import open_array
+
+    row, col, h, w = box
+    with open_array(np.ascontiguousarray(arr)) as mem:
+        return mem.read(1, window=Window(col, row, w, h), out_shape=(h * factor, w * factor),
+                        resampling=Resampling[method], out_dtype=dtype)
+
+
+@needs_shared
+@pytest.mark.parametrize("factor", [2, 3, 6])
+@pytest.mark.parametrize("dtype", [np.uint16, np.float32])
+@pytest.mark.parametrize("method", ["nearest", "bilinear"])
+def test_upsample_gives_gdal_values_wherever_the_box_lies(factor: int, dtype: type, method: str):
+    """Real B05 pixels upsampled by whole factors: GDAL's resampled RasterIO values (±1 DN of
+    rounding, exact for nearest), inside the array and at its edges (replicated), and the same values
+    for a box whatever array around it holds its neighbours."""
+    from s2core.read.resampling import upsample
+
+    with rasterio.open(RKH / "B05.tif") as src:
+        arr = src.read(1, window=rasterio.windows.Window(100, 200, 300, 260))
+    assert arr.std() > 100  # real texture, not a flat field
+    for box in [(0, 0, 64, 64), (40, 37, 64, 101), (196, 236, 64, 64), (0, 0, 260, 300)]:
+        got = upsample(arr, factor, method, box, dtype)
+        assert got.dtype == dtype and got.shape == (box[2] * factor, box[3] * factor)
+        ref = _gdal_upsampled(arr, factor, method, box, dtype)
+        diff = np.abs(got.astype(np.float64) - ref.astype(np.float64))
+        if method == "nearest":
+            assert diff.max() == 0, box
+        else:
+            assert diff.max() <= 1, box  # GDAL rounds an integer array's values for a float32 output too
+    # the box (40, 37, 64, 101) cut out with its one-pixel neighbourhood: the very same values
+    inner = upsample(arr[39:39 + 66, 36:36 + 103], factor, method, (1, 1, 64, 101), dtype)
+    np.testing.assert_array_equal(inner, upsample(arr, factor, method, (40, 37, 64, 101), dtype))
+    assert upsample(arr, factor, "bicubic", (0, 0, 8, 8), dtype) is None  # GDAL's: not computed here
