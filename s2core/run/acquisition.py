@@ -139,11 +139,12 @@ def _record(acquisition: Acquisition, stack: StackResult, mask_result: Optional[
 
 def estimated_bytes(request: PreprocessRequest, grid: Grid) -> int:
     """About how many bytes an acquisition's outputs take while they are written (DEFLATE'd COGs with
-    overviews, masks, the uncompressed scratch file of the raster): used to refuse early on a full disk."""
+    overviews, masks, the scratch files of the raster): used to refuse early on a full disk."""
     pixels = grid.width * grid.height
     raster = pixels * len(request.bands) * 2
-    # the COG, its masks, and the band-interleaved scratch GeoTIFF the raster is streamed to (uncompressed)
-    total = raster * 0.8 + pixels * (1.0 if request.masks is not None else 0.4) + raster
+    cog = raster * 0.8
+    # the COG, its masks, and the compressed tiles the raster is streamed to (the COG's size: it is made of them)
+    total = cog + pixels * (1.0 if request.masks is not None else 0.4) + cog
     if request.output_format not in GEOTIFF_DRIVERS:
         total += raster  # raster.<ext> beside the COG, usually uncompressed
     return int(total)

@@ -7,13 +7,14 @@ when complete, so a reader never sees a half-written output.
 from __future__ import annotations
 
 import errno
+import logging
 import os
 import shutil
 import threading
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Iterator, Mapping, Optional, Sequence
+from typing import Any, Callable, Iterator, Mapping, Optional, Sequence
 
 import numpy as np
 import rasterio
@@ -24,7 +25,10 @@ from rasterio.windows import Window
 from s2core.errors import DiskFull, OutputWriteError
 from s2core.model.grid import Grid
 from s2core.runfolder.atomic import tmp_path
-from s2core.write.overviews import Pyramid, with_overviews
+from s2core.write.cog_assembly import CannotAssemble, assemble_cog
+from s2core.write.overviews import BLOCK, Pyramid, with_overviews
+
+log = logging.getLogger(__name__)
 
 #: Rows per strip when a raster is streamed (masks stage, cloud-to-NoData rewrite).
 STRIP_ROWS = 1024
@@ -48,7 +52,7 @@ def _profile(grid: Grid, count: int, dtype: str, nodata: Optional[float]) -> dic
     return {
         "driver": "GTiff", "width": grid.width, "height": grid.height, "count": count, "dtype": dtype,
         "crs": grid.rio_crs, "transform": grid.transform, "nodata": nodata,
-        "tiled": True, "blockxsize": 512, "blockysize": 512,
+        "tiled": True, "blockxsize": BLOCK, "blockysize": BLOCK,
     }
 
 
@@ -91,34 +95,45 @@ def verify_raster(path: Path, count: int, height: int, width: int) -> None:
 
 
 def _copy_to_cog(src: Any, dest: Path, dtype: str, meta: RasterMeta, overviews: str = "AUTO") -> None:
-    """Copy an open dataset to ``dest`` as a COG, verified, then atomically renamed; ``overviews``:
-    ``AUTO`` (GDAL computes them) or ``FORCE_USE_EXISTING`` (the source's, e.g. built while streaming)."""
+    """Copy an open dataset to ``dest`` as a COG with GDAL's COG driver, verified, then atomically renamed;
+    ``overviews``: ``AUTO`` (GDAL computes them) or ``FORCE_USE_EXISTING`` (the source's)."""
+    # GDAL's default block cache on purpose: a small one makes the overview pass re-read blocks (5x slower)
+    options = tile_options(dtype, meta)
+    _publish(dest, lambda tmp: rio_copy(
+        src, str(tmp), driver="COG", COMPRESS=options["COMPRESS"], LEVEL=options["ZLEVEL"],
+        PREDICTOR={"1": "NO", "2": "YES", "3": "FLOATING_POINT"}[options["PREDICTOR"]], BLOCKSIZE=str(BLOCK),
+        OVERVIEWS=overviews, OVERVIEW_RESAMPLING=meta.overview_resampling.upper(), NUM_THREADS="ALL_CPUS",
+        BIGTIFF="IF_SAFER"), (src.count, src.height, src.width), np.dtype(dtype).itemsize)
+
+
+def _publish(dest: Path, write: Callable[[Path], None], shape: tuple[int, int, int], itemsize: int) -> None:
+    """``write(tmp)`` of a raster of ``shape`` (bands, rows, columns) beside ``dest``, verified
+    (:func:`verify_raster`), then renamed to ``dest``; on a failure the temporary file is removed and the
+    write's error (:class:`DiskFull`, :class:`OutputWriteError`) raised. :class:`CannotAssemble` passes."""
     tmp = tmp_path(dest)
     try:
-        # GDAL's default block cache on purpose: a small one makes the overview pass re-read blocks (5x slower)
-        rio_copy(
-            src,
-            str(tmp),
-            driver="COG",
-            COMPRESS="DEFLATE",
-            LEVEL="1",  # libdeflate level 1: 3.6x faster than the default 6 for about 3 % more bytes
-            PREDICTOR=("YES" if meta.predictor == 2 else "NO") if np.dtype(dtype).kind in "ui" else "FLOATING_POINT",
-            BLOCKSIZE="512",
-            OVERVIEWS=overviews,
-            OVERVIEW_RESAMPLING=meta.overview_resampling.upper(),
-            NUM_THREADS="ALL_CPUS",
-            BIGTIFF="IF_SAFER",
-        )
-        verify_raster(tmp, src.count, src.height, src.width)
+        write(tmp)
+        verify_raster(tmp, *shape)
         os.replace(tmp, dest)
+    except CannotAssemble:
+        tmp.unlink(missing_ok=True)
+        raise
     except Exception as exc:  # noqa: BLE001 - GDAL's CPLE_* errors are not all RasterioError
-        needed = src.count * src.height * src.width * np.dtype(dtype).itemsize  # uncompressed: an upper bound
-        error = write_failure(dest, exc, needed)
+        error = write_failure(dest, exc, int(np.prod(shape)) * itemsize)  # uncompressed: an upper bound
         tmp.unlink(missing_ok=True)
         raise error from None
     except BaseException:
         tmp.unlink(missing_ok=True)
         raise
+
+
+def tile_options(dtype: str, meta: RasterMeta) -> dict[str, str]:
+    """GDAL GTiff creation options of the COGs' tiles: DEFLATE at libdeflate's level 1 (3.6x faster than
+    the default 6 for about 3 % more bytes), the meta's predictor (floating point for floats), all bands of
+    a pixel in one tile (as GDAL's COG driver lays them out), compressed in GDAL's threads."""
+    kind = np.dtype(dtype).kind
+    return {"COMPRESS": "DEFLATE", "ZLEVEL": "1", "PREDICTOR": ("2" if meta.predictor == 2 else "1") if kind in "ui"
+            else "3", "INTERLEAVE": "PIXEL", "NUM_THREADS": "ALL_CPUS", "BIGTIFF": "IF_SAFER"}
 
 
 def write_failure(dest: Path, exc: BaseException, needed: Optional[int] = None) -> OutputWriteError:
@@ -213,37 +228,45 @@ def cog_strip_writer(path: Path, grid: Grid, count: int, dtype: str, **meta: Any
     """Write a COG strip by strip with bounded memory.
 
     Yields a :class:`StripDataset` over a tiled GeoTIFF under a temporary name beside ``path``; write
-    full-width strips of rows to it, top to bottom. The overviews are built from the strips as they
-    arrive (:mod:`s2core.write.overviews`). On a clean exit it becomes a COG at ``path`` (atomically);
-    on an error nothing appears at ``path``.
+    full-width strips of rows to it, top to bottom. An integer raster's strips are compressed into COG
+    tiles as they arrive (in GDAL's threads) and halved into the overview levels
+    (:mod:`s2core.write.overviews`), which the COG then gets as they are
+    (:mod:`s2core.write.cog_assembly`); a float raster, or strips out of order, go through GDAL's COG
+    driver. On a clean exit the COG appears at ``path`` (atomically); on an error nothing does.
     """
     info = RasterMeta(**meta)
     path.parent.mkdir(parents=True, exist_ok=True)
     scratch = tmp_path(path.with_name(path.stem + ".strips.tif"))
     pyramid: Optional[Pyramid] = None
     vrt = tmp_path(path.with_name(path.stem + ".overviews.vrt"))  # a .part name too: swept if killed
+    shape, itemsize = (count, grid.height, grid.width), np.dtype(dtype).itemsize
     try:
-        if np.dtype(dtype).kind in "ui":  # integer rasters: overviews from the strips; others: GDAL's pass
+        if np.dtype(dtype).kind in "ui":  # integer rasters: compressed tiles, overviews from the strips
+            creation = tile_options(dtype, info)
             pyramid = Pyramid(path, grid.width, grid.height, count, dtype, info.nodata, info.overview_resampling,
-                              grid.rio_crs, grid.transform)
-        # band-interleaved: the COG copy then reads each band's blocks on their own (1.8x faster than
-        # pixel-interleaved blocks of 12 bands through a 256 MB block cache)
-        with rasterio.open(scratch, "w", **_profile(grid, count, dtype, info.nodata), BIGTIFF="IF_SAFER",
-                           INTERLEAVE="BAND") as ds:
+                              grid.rio_crs, grid.transform, creation)
+        else:  # band-interleaved: GDAL's COG copy then reads each band's blocks on their own (1.8x faster than
+            # pixel-interleaved blocks of 12 bands through a 256 MB block cache)
+            creation = {"INTERLEAVE": "BAND", "BIGTIFF": "IF_SAFER"}
+        with rasterio.open(scratch, "w", **_profile(grid, count, dtype, info.nodata), **creation) as ds:
             writer = StripDataset(ds, pyramid)
             yield writer
             _apply_meta(ds, info)
         if writer.pyramid is not None:
             levels = writer.pyramid.close()
-            with rasterio.open(with_overviews(scratch, levels, vrt)) as src:
-                _copy_to_cog(src, path, dtype, info, overviews="FORCE_USE_EXISTING")
+            try:
+                _publish(path, lambda tmp: assemble_cog(scratch, levels, tmp), shape, itemsize)
+            except CannotAssemble as exc:  # not expected from GDAL's own files: GDAL's COG driver then
+                log.warning("%s: %s; GDAL's COG driver writes it instead", path.name, exc)
+                with rasterio.open(with_overviews(scratch, levels, vrt)) as src:
+                    _copy_to_cog(src, path, dtype, info, overviews="FORCE_USE_EXISTING")
         else:
             with rasterio.open(scratch) as src:
                 _copy_to_cog(src, path, dtype, info)
     except OutputWriteError:
         raise
     except (RasterioError, OSError) as exc:  # the scratch files themselves (full disk while streaming strips)
-        raise write_failure(path, exc, count * grid.height * grid.width * np.dtype(dtype).itemsize) from None
+        raise write_failure(path, exc, int(np.prod(shape)) * itemsize) from None
     finally:
         if pyramid is not None:
             pyramid.discard()

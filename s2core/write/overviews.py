@@ -3,8 +3,9 @@
 GDAL's COG driver computes overviews in a pass of its own after the full-resolution data is
 written (for a whole 12-band tile about two thirds of the COG's time). Here every strip handed to
 the writer is also halved into the first overview level, whose rows are halved into the next, and
-so on: each level is a scratch GeoTIFF written by strips, and the COG copy takes them as the
-source's overviews (a VRT with ``<Overview>`` elements, ``OVERVIEWS=FORCE_USE_EXISTING``).
+so on: each level is a scratch GeoTIFF of compressed tiles written by strips, whose tiles the COG
+gets as they are (:mod:`s2core.write.cog_assembly`; GDAL's COG copy, should that fail, takes them as
+the source's overviews: a VRT with ``<Overview>`` elements, ``OVERVIEWS=FORCE_USE_EXISTING``).
 
 The levels are the ones the COG driver makes with ``OVERVIEWS=AUTO`` (halving until the raster fits
 one 512² block); ``average`` leaves nodata out of each 2 × 2 block and rounds to the nearest
@@ -15,7 +16,7 @@ from __future__ import annotations
 
 import xml.etree.ElementTree as ET
 from pathlib import Path
-from typing import Any, Optional
+from typing import Any, Mapping, Optional
 
 import cv2
 from affine import Affine
@@ -90,12 +91,13 @@ def _block_means(band: np.ndarray, holes: Optional[np.ndarray], fill: float, dty
 class Pyramid:
     """The overview levels of a raster whose full-resolution rows arrive in order, top to bottom.
 
-    Each level is a scratch GeoTIFF beside ``dest`` (removed by :meth:`discard`); rows that cannot
-    be halved yet (an odd count) wait for the next strip.
+    Each level is a scratch GeoTIFF beside ``dest`` (removed by :meth:`discard`), made with GDAL's
+    ``creation`` options (the COG's compressed tiles, from :func:`s2core.write.cog.tile_options`); rows
+    that cannot be halved yet (an odd count) wait for the next strip.
     """
 
     def __init__(self, dest: Path, width: int, height: int, count: int, dtype: str, nodata: Optional[float],
-                 resampling: str, crs: Any = None, transform: Optional[Affine] = None) -> None:
+                 resampling: str, crs: Any, transform: Affine, creation: Mapping[str, str]) -> None:
         self.resampling, self.nodata = resampling, nodata
         self.sizes = overview_sizes(width, height)
         self.heights = [height] + [h for _, h in self.sizes]
@@ -107,11 +109,11 @@ class Pyramid:
             for k, (w, h) in enumerate(self.sizes, start=1):
                 path = tmp_path(dest.with_name(f"{dest.stem}.ovr{k}.tif"))
                 self.paths.append(path)
-                geo = {} if transform is None else {
-                    "crs": crs, "transform": transform * Affine.scale(width / w, height / h)}
+                geo = {"crs": crs, "transform": transform @ Affine.scale(width / w, height / h)}
                 self.files.append(rasterio.open(
                     path, "w", driver="GTiff", width=w, height=h, count=count, dtype=dtype, nodata=nodata, **geo,
-                    tiled=True, blockxsize=BLOCK, blockysize=BLOCK, interleave="band", BIGTIFF="IF_SAFER"))
+                    tiled=True, blockxsize=BLOCK, blockysize=BLOCK,
+                    **creation))
         except BaseException:
             self.discard()
             raise
