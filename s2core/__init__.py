@@ -34,11 +34,13 @@ _EXPORTS: dict[str, str] = {
     "PreprocessRequest": "s2core.model.request",
     "MaskOptions": "s2core.model.request",
     "make_request": "s2core.run.request",
+    "bound_malloc_arenas": "s2core.allocator",
 }
 
 __all__ = sorted([*_EXPORTS, "__version__"])
 
 if TYPE_CHECKING:  # pragma: no cover
+    from s2core.allocator import bound_malloc_arenas
     from s2core.errors import S2CoreError
     from s2core.masks.predict import Prediction, predict
     from s2core.model.aoi import AOI, parse_aoi

@@ -12,6 +12,7 @@ from typing import Optional, Sequence
 
 from tqdm import tqdm
 
+from s2core.allocator import bound_malloc_arenas
 from s2core.errors import InvalidParameter, S2CoreError
 from s2core.progress import CancelToken, ProgressEvent
 from s2core.model.request import DEFAULT_DILATION_M, MaskOptions, field_choices, field_default
@@ -429,6 +430,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     # GDAL reads this once, at its first block: each block of a run is read once, so a small cache
     # costs no time and keeps a whole-tile run's memory down (the user's own setting wins)
     os.environ.setdefault("GDAL_CACHEMAX", CLI_GDAL_CACHE_MB)
+    bound_malloc_arenas()  # before any thread allocates: a whole-tile run's memory stays near what it uses
     logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING,
                         format="%(levelname)s %(name)s: %(message)s")
     if not args.verbose:

@@ -16,6 +16,7 @@ model is loaded once per worker, not per task.
 from __future__ import annotations
 
 import logging
+import os
 import secrets
 import time
 from collections.abc import Iterator, Sequence
@@ -24,6 +25,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Optional
 
+from s2core.allocator import MALLOC_ARENAS
 from s2core.errors import Cancelled, InvalidParameter
 from s2core.settings import cpu_count, get_settings
 from s2core.progress import CancelToken, ProgressCallback, ProgressEvent
@@ -133,8 +135,10 @@ def _workers_skip_main() -> Iterator[None]:
 
 
 def worker_env(threads: int) -> dict[str, str]:
-    """Environment of a worker process: ONNX Runtime and GDAL use ``threads`` threads, not every core."""
-    return {"S2CORE_THREADS": str(threads), "OMP_NUM_THREADS": str(threads), "GDAL_NUM_THREADS": str(threads)}
+    """Environment of a worker process: ONNX Runtime and GDAL use ``threads`` threads, not every core; glibc
+    keeps :data:`~s2core.allocator.MALLOC_ARENAS` malloc arenas (unless the user set their own)."""
+    return {"S2CORE_THREADS": str(threads), "OMP_NUM_THREADS": str(threads), "GDAL_NUM_THREADS": str(threads),
+            "MALLOC_ARENA_MAX": os.environ.get("MALLOC_ARENA_MAX") or str(MALLOC_ARENAS)}
 
 
 class ClusterCancel(CancelToken):

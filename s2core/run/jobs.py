@@ -15,6 +15,7 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Literal, Optional
 
+from s2core.allocator import bound_malloc_arenas
 from s2core.errors import Cancelled, S2CoreError
 from s2core.runfolder.manifest import Manifest
 from s2core.run.preprocess import preprocess
@@ -101,6 +102,7 @@ class Job:
     def start(self) -> "Job":
         """Start the worker thread (once)."""
         if self._thread is None:
+            bound_malloc_arenas()  # the app's process: its runs' memory stays near what they use
             self._thread = threading.Thread(target=self._work, name=f"s2core-job-{self._state.job_id}", daemon=True)
             self._thread.start()
         return self
