@@ -9,6 +9,11 @@ default, 1.90 GB with two arenas, in 10 % fewer CPU-seconds (fewer fresh pages t
 :func:`bound_malloc_arenas` sets the bound in this process (``mallopt``) and, through
 ``MALLOC_ARENA_MAX``, in the processes it starts (Dask workers). The CLI and the app's job runner
 call it; a ``MALLOC_ARENA_MAX`` the user set wins; elsewhere than glibc it does nothing.
+
+:func:`release_free_memory` (``malloc_trim``) gives the arenas' free memory back between stages: the
+strips' buffers, freed, stayed resident while the masks stage mapped fresh memory for its own
+arrays. Called before the masks stage of a whole tile: 1.94 -> 1.19 GB resident there, the run's
+peak 2.45 -> 2.12 GB.
 """
 
 from __future__ import annotations
@@ -41,3 +46,18 @@ def bound_malloc_arenas(arenas: int = MALLOC_ARENAS) -> bool:
         os.environ["MALLOC_ARENA_MAX"] = str(arenas)
         log.debug("malloc arenas bounded to %d", arenas)
     return done
+
+
+def release_free_memory() -> bool:
+    """Give the memory that glibc's arenas hold free back to the system (``malloc_trim``): between stages
+    whose arrays differ in size, freed blocks of one stage are otherwise kept resident while the next
+    one maps fresh memory for its own. Returns whether it could (glibc only)."""
+    try:
+        libc = ctypes.CDLL(None)
+        libc.gnu_get_libc_version  # noqa: B018 - glibc's own symbol
+        trim = libc.malloc_trim
+    except (OSError, AttributeError, TypeError):
+        return False
+    trim.argtypes, trim.restype = (ctypes.c_size_t,), ctypes.c_int
+    trim(0)
+    return True

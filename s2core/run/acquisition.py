@@ -16,6 +16,7 @@ import numpy as np
 import rasterio
 from rasterio.windows import Window
 
+from s2core.allocator import release_free_memory
 from s2core.masks.registry import decision_for, model_bands
 from s2core.model.decision import Decision
 from s2core.masks.shadow_check import geometry_of
@@ -231,6 +232,7 @@ def _run_masks(
     else:
         stack.data = None  # free it: the stage streams from the COG
         source = FileSource(folder / RASTER.file)
+    release_free_memory()  # the strips' freed buffers: not kept resident beside the stage's own arrays
     try:
         return mask_acquisition(request.masks, source, stack.product_mask, request.bands, grid, folder,
                                 tags=tags, cancel=check, on_progress=on_progress, valid=feed.valid, angles=angles,

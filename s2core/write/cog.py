@@ -244,7 +244,7 @@ def cog_strip_writer(path: Path, grid: Grid, count: int, dtype: str, **meta: Any
         if np.dtype(dtype).kind in "ui":  # integer rasters: compressed tiles, overviews from the strips
             creation = tile_options(dtype, info)
             pyramid = Pyramid(path, grid.width, grid.height, count, dtype, info.nodata, info.overview_resampling,
-                              grid.rio_crs, grid.transform, creation)
+                              grid.rio_crs, grid.transform, {**creation, "NUM_THREADS": "1"})
         else:  # band-interleaved: GDAL's COG copy then reads each band's blocks on their own (1.8x faster than
             # pixel-interleaved blocks of 12 bands through a 256 MB block cache)
             creation = {"INTERLEAVE": "BAND", "BIGTIFF": "IF_SAFER"}

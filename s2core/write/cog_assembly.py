@@ -162,7 +162,10 @@ def assemble_cog(full: Path, levels: Sequence[Path], dest: Path, bigtiff: Option
         raise CannotAssemble("the overview levels are not laid out as the full-resolution image")
     data = sum(size + 8 for image in images for _, _, size in image.tiles)
     need = data + (1 << 20) + sum(len(raw) for image in images for _, _, raw in image.tags.values())
-    big = need >= 1 << 32 if bigtiff is None else bigtiff
+    wide = any(typ in (16, 17, 18) for image in images for typ, _, _ in image.tags.values())  # BigTIFF's types
+    big = (need >= 1 << 32 or wide) if bigtiff is None else bigtiff
+    if wide and not big:
+        raise CannotAssemble("a tag has one of BigTIFF's 64-bit types: the COG must be a BigTIFF")
     head, tile_at, end = _layout(images, big)
     fds = [os.open(p, os.O_RDONLY) for p in sources]
     try:
