@@ -1,5 +1,5 @@
 """COGs put together from GDAL's compressed tiles (s2core.write.cog_assembly): the layout that GDAL's COG
-validator asks for, GDAL's reading of it (``LAYOUT=COG``, every level), classic and BigTIFF alike, and
+validator asks for, rio-cogeo's validator, GDAL's reading of it (``LAYOUT=COG``, every level), classic and BigTIFF alike, and
 GDAL's COG driver taking over when the sources cannot be assembled."""
 
 from __future__ import annotations
@@ -13,6 +13,7 @@ import rasterio
 import tifffile
 from affine import Affine
 from rasterio.windows import Window
+from rio_cogeo.cogeo import cog_validate
 
 import s2core.write.cog as cog
 from s2core.model.grid import Grid
@@ -83,6 +84,7 @@ def test_streamed_cog_has_gdals_layout_and_reads_back_exactly(tmp_path: Path):
     path = tmp_path / "raster.tif"
     _stream(path, data)
     assert layout_errors(path) == []
+    assert cog_validate(str(path), strict=True) == (True, [], [])  # rio-cogeo's validator: no error, no warning
     with rasterio.open(path) as ds:
         assert ds.tags(ns="IMAGE_STRUCTURE")["LAYOUT"] == "COG"
         assert ds.profile["compress"] == "deflate" and ds.profile["interleave"] == "pixel"
@@ -116,6 +118,7 @@ def test_bigtiff_and_classic_assemblies_hold_the_same_levels(tmp_path: Path):
         out = tmp_path / f"big{big}.tif"
         assemble_cog(paths[0], paths[1:], out, bigtiff=big)
         assert layout_errors(out) == []
+        assert cog_validate(str(out), strict=True) == (True, [], [])
         with tifffile.TiffFile(out) as tif:
             assert tif.is_bigtiff is big
         with rasterio.open(out) as ds:
