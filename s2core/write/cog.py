@@ -18,6 +18,7 @@ from typing import Any, Callable, Iterator, Mapping, Optional, Sequence
 
 import numpy as np
 import rasterio
+from rasterio._err import CPLE_BaseError
 from rasterio.errors import RasterioError
 from rasterio.shutil import copy as rio_copy
 from rasterio.windows import Window
@@ -265,7 +266,7 @@ def cog_strip_writer(path: Path, grid: Grid, count: int, dtype: str, **meta: Any
                 _copy_to_cog(src, path, dtype, info)
     except OutputWriteError:
         raise
-    except (RasterioError, OSError) as exc:  # the scratch files themselves (full disk while streaming strips)
+    except (RasterioError, CPLE_BaseError, OSError) as exc:  # the scratch files (a full disk while streaming)
         raise write_failure(path, exc, int(np.prod(shape)) * itemsize) from None
     finally:
         if pyramid is not None:

@@ -56,7 +56,18 @@ class _Image:
 
 
 def _read_image(path: Path, index: int, overview: bool) -> _Image:
+    try:
+        return _parse_image(path, index, overview)
+    except (CannotAssemble, OSError):
+        raise
+    except Exception as exc:  # noqa: BLE001 - tifffile's errors on a file cut short (a full disk while it closed)
+        raise OSError(errno.EIO, f"{path.name} is damaged ({str(exc)[:120]})") from None
+
+
+def _parse_image(path: Path, index: int, overview: bool) -> _Image:
     with tifffile.TiffFile(path) as tif:
+        if not len(tif.pages):  # tifffile warns and finds no image in a file cut short
+            raise OSError(errno.EIO, f"{path.name} is damaged: no image in it")
         if tif.byteorder != "<" or len(tif.pages) != 1:
             raise CannotAssemble(f"{path.name}: not a little-endian single-image TIFF")
         page = tif.pages.first
@@ -72,6 +83,8 @@ def _read_image(path: Path, index: int, overview: bool) -> _Image:
             fh.seek(tag.valueoffset)
             tags[tag.code] = (int(tag.dtype), tag.count, fh.read(tag.count * _TYPE_SIZE[tag.dtype]))
         tiles = [(index, int(o), int(n)) for o, n in zip(page.dataoffsets, page.databytecounts)]
+        if any(n == 0 or o == 0 for _, o, n in tiles):  # GDAL writes every tile of a file it closed cleanly
+            raise OSError(errno.EIO, f"{path.name} is damaged: a tile was never written")
     if overview:
         tags[_NEW_SUBFILE_TYPE] = (_LONG, 1, struct.pack("<I", 1))  # a reduced-resolution image
     return _Image(tags, tiles)
@@ -105,8 +118,8 @@ def _layout(images: list[_Image], big: bool) -> tuple[bytes, list[list[int]], in
     tile_at: list[list[int]] = [[] for _ in images]
     for k in reversed(range(len(images))):
         for _, _, size in images[k].tiles:
-            tile_at[k].append(pos + 4 if size else 0)
-            pos += size + 8 if size else 0
+            tile_at[k].append(pos + 4)
+            pos += size + 8
     out = bytearray(data_start)
     out[:head] = (b"II+\x00" + struct.pack("<HHQ", 8, 0, ifd_at[0])) if big else (b"II*\x00" + struct.pack("<I", ifd_at[0]))
     out[head:head + len(_GHOST)] = _GHOST
@@ -152,7 +165,8 @@ def assemble_cog(full: Path, levels: Sequence[Path], dest: Path, bigtiff: Option
     Raises:
         CannotAssemble: a source is not a tiled little-endian TIFF of one image, or the sources differ
             in layout (then nothing is written).
-        OSError: a read or a write failed (a full disk); ``dest`` is then incomplete: the caller removes it.
+        OSError: a read or a write failed (a full disk), or a source is damaged (cut short); ``dest`` is then
+            incomplete: the caller removes it.
     """
     sources = [full, *levels]
     images = [_read_image(p, i, i > 0) for i, p in enumerate(sources)]
@@ -174,8 +188,6 @@ def assemble_cog(full: Path, levels: Sequence[Path], dest: Path, bigtiff: Option
             os.pwrite(out, head, 0)
             for image, offsets in zip(images, tile_at):
                 for (i, offset, size), at in zip(image.tiles, offsets):
-                    if not size:
-                        continue
                     if size < 4:
                         raise CannotAssemble(f"{sources[i].name}: a tile of {size} bytes")
                     os.pwrite(out, struct.pack("<I", size), at - 4)

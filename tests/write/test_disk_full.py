@@ -90,3 +90,52 @@ def test_a_write_that_hits_a_full_disk_raises_disk_full_and_leaves_nothing(tiny_
     with pytest.raises(DiskFull, match="Disk full while writing big.tif"):
         write_cog(tiny_disk / "big.tif", noise, grid, nodata=0)
     assert list(tiny_disk.iterdir()) == [], "a partial file was left on the full disk"
+
+
+def _mount(path: Path, size: str) -> None:
+    path.mkdir()
+    res = subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={size}", "tmpfs", str(path)], capture_output=True,
+                         text=True)
+    if res.returncode != 0:
+        pytest.skip(f"cannot mount a tmpfs here ({res.stderr.strip() or 'not root'}): the full-disk test needs one")
+
+
+@pytest.mark.parametrize("size", ["6m", "10m", "14m"])
+def test_a_disk_that_fills_after_the_strips_fails_cleanly(tmp_path: Path, size: str):
+    """GDAL compresses the strips' tiles in threads and reports a full disk only as it closes the files (the
+    overview levels cut short) or not at all; the COG put together from them (10 MB here) fills the disk
+    at any point: every size is the one-line "disk full" error, and nothing is left in the folder."""
+    import numpy as np
+    from affine import Affine
+    from rasterio.windows import Window
+
+    from s2core.errors import DiskFull
+    from s2core.model.grid import Grid
+    from s2core.write.cog import cog_strip_writer
+
+    mount = tmp_path / "disk"
+    _mount(mount, size)
+    try:
+        grid = Grid("EPSG:32633", Affine(10, 0, 0, 0, -10, 0), 1500, 1500)
+        data = np.random.default_rng(0).integers(1, 4000, (2, 1500, 1500), dtype=np.uint16)  # 9 MB as DEFLATE
+        with pytest.raises(DiskFull, match="Disk full while writing raster.tif"):
+            with cog_strip_writer(mount / "run" / "raster.tif", grid, 2, "uint16", nodata=0) as dst:
+                for r0 in range(0, 1500, 500):
+                    dst.write(data[:, r0:r0 + 500], window=Window(0, r0, 1500, 500))
+        assert list((mount / "run").iterdir()) == []
+    finally:
+        subprocess.run(["umount", "-l", str(mount)], capture_output=True)
+
+
+def test_a_source_with_a_tile_never_written_is_a_damaged_file(tmp_path: Path):
+    """A tile GDAL could not write (its offset left 0) would read as nodata: the COG is not put together."""
+    import numpy as np
+
+    from s2core.write.cog_assembly import assemble_cog
+
+    src = tmp_path / "sparse.tif"
+    with rasterio.open(src, "w", driver="GTiff", width=1024, height=1024, count=1, dtype="uint16", tiled=True,
+                       blockxsize=512, blockysize=512, compress="deflate", SPARSE_OK="TRUE") as ds:
+        ds.write(np.ones((1, 512, 512), np.uint16), window=rasterio.windows.Window(0, 0, 512, 512))
+    with pytest.raises(OSError, match="sparse.tif is damaged: a tile was never written"):
+        assemble_cog(src, [], tmp_path / "out.tif")
