@@ -65,19 +65,19 @@ def test_dask_workers_get_the_bound(monkeypatch: pytest.MonkeyPatch):
     assert worker_env(1)["MALLOC_ARENA_MAX"] == "4"
 
 
-#: A child process with two arenas: a thread fills 600 MB of 1 MB blocks (once one such block was freed,
-#: glibc serves that size from its arena, as it does a run's strip buffers), frees all but every 50th (the
-#: kept ones pin the heap, as a stage's survivors do), then the resident set before and after the trim.
+#: A child process with two arenas: a thread fills 600 MB of 1 MB blocks from its arena (glibc serves a
+#: run's strip buffers so once its dynamic threshold has grown; set here outright), frees all but every
+#: 50th (the kept ones pin the heap, as a stage's survivors do), then the resident set before and after.
 TRIM_CHILD = r"""
-import threading
+import ctypes, threading
 import numpy as np
 from s2core.allocator import bound_malloc_arenas, release_free_memory
 bound_malloc_arenas()
+ctypes.CDLL(None).mallopt(-3, 64 << 20)  # M_MMAP_THRESHOLD: 1 MB blocks come from an arena, as strip buffers do
 def rss():
     return int(open("/proc/self/statm").read().split()[1]) * 4096 / 1e6
 kept = []
 def work():
-    np.ones(1 << 18, np.float32)  # freed at once: from now on glibc serves 1 MB blocks from its arena
     blocks = [np.ones(1 << 18, np.float32) for _ in range(600)]
     kept.extend(blocks[::50])
 thread = threading.Thread(target=work)
