@@ -21,6 +21,7 @@ from __future__ import annotations
 import ctypes
 import logging
 import os
+from typing import Any, Optional
 
 log = logging.getLogger(__name__)
 
@@ -29,16 +30,24 @@ MALLOC_ARENAS = 2
 _M_ARENA_MAX = -8  # glibc's <malloc.h>
 
 
+def _glibc(name: str) -> Optional[Any]:
+    """glibc's function ``name`` of this process, or None where the C library is not glibc (musl, macOS,
+    Windows) or has no such function."""
+    try:
+        libc = ctypes.CDLL(None)  # the C library this process runs on
+        libc.gnu_get_libc_version  # noqa: B018 - glibc's own symbol
+        return getattr(libc, name)
+    except (OSError, AttributeError, TypeError):
+        return None
+
+
 def bound_malloc_arenas(arenas: int = MALLOC_ARENAS) -> bool:
     """Bound glibc's malloc arenas to ``arenas`` here and in child processes; returns whether it did
     (False: the user's ``MALLOC_ARENA_MAX`` is kept, or the C library is not glibc)."""
     if os.environ.get("MALLOC_ARENA_MAX"):
         return False  # glibc read the user's own setting at start
-    try:
-        libc = ctypes.CDLL(None)  # the C library this process runs on
-        libc.gnu_get_libc_version  # noqa: B018 - glibc's own symbol: not musl, macOS or Windows
-        mallopt = libc.mallopt
-    except (OSError, AttributeError, TypeError):
+    mallopt = _glibc("mallopt")
+    if mallopt is None:
         return False
     mallopt.argtypes, mallopt.restype = (ctypes.c_int, ctypes.c_int), ctypes.c_int
     done = mallopt(_M_ARENA_MAX, arenas) == 1
@@ -52,11 +61,8 @@ def release_free_memory() -> bool:
     """Give the memory that glibc's arenas hold free back to the system (``malloc_trim``): between stages
     whose arrays differ in size, freed blocks of one stage are otherwise kept resident while the next
     one maps fresh memory for its own. Returns whether it could (glibc only)."""
-    try:
-        libc = ctypes.CDLL(None)
-        libc.gnu_get_libc_version  # noqa: B018 - glibc's own symbol
-        trim = libc.malloc_trim
-    except (OSError, AttributeError, TypeError):
+    trim = _glibc("malloc_trim")
+    if trim is None:
         return False
     trim.argtypes, trim.restype = (ctypes.c_size_t,), ctypes.c_int
     trim(0)
