@@ -13,8 +13,8 @@ SNAP's Resample operator offers, for a band made coarser by an integer factor ``
 Every method skips nodata; an output pixel is nodata only when its block has no valid pixel.
 Upsampling (nearest / bilinear / bicubic) is GDAL's; class and flag rasters always use nearest.
 For a whole factor on the asset's own lattice, :func:`upsample` computes nearest and bilinear
-itself (GDAL's pixel centres and values, 12x fewer CPU-seconds than GDAL's resampled RasterIO). Blocks that
-run past the raster edge are padded with nodata (so they use the pixels they have).
+itself (GDAL's pixel centres and values, 12x fewer CPU-seconds than GDAL's resampled RasterIO).
+Blocks that run past the raster edge are padded with nodata (so they use the pixels they have).
 """
 
 from __future__ import annotations
